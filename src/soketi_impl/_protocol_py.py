@@ -1,0 +1,222 @@
+"""Pusher message parsing and encoding: the pure-Python twin and test oracle.
+
+The compiled twin ``_protocol_c`` exports the same names with the same
+behaviour (same return values, same exception types and messages); property
+tests in ``tests/test_protocol.py`` hold the two together. Keep this file the
+readable one: when in doubt about what the C code must do, this is the answer.
+
+Frames are UTF-8 JSON objects ``{"event": ..., "channel": ..., "data": ...}``.
+Client-sent ``data`` may be any JSON value; in server-to-client events ``data``
+is always a JSON-encoded *string* (clients parse it a second time).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import orjson
+
+from .errors import ProtocolError
+
+__all__ = [
+    "ENCRYPTED",
+    "PRESENCE",
+    "PRIVATE",
+    "PUBLIC",
+    "SERVER_TO_USER",
+    "channel_kind",
+    "encode_error",
+    "encode_event",
+    "is_cache_channel",
+    "parse_client_message",
+    "valid_channel_name",
+]
+
+#: Channel kinds returned by :func:`channel_kind`.
+PUBLIC: Final = 0
+PRIVATE: Final = 1
+PRESENCE: Final = 2
+ENCRYPTED: Final = 3
+SERVER_TO_USER: Final = 4
+
+SERVER_TO_USER_PREFIX: Final = "#server-to-user-"
+
+# fullmatch, not match with "$": "$" also matches before a trailing newline.
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9_\-=@,.;]+")
+_CACHE_PREFIXES: Final = ("cache-", "private-cache-", "private-encrypted-cache-", "presence-cache-")
+
+# Error messages, shared word for word with the C twin.
+MSG_NOT_UTF8: Final = "Message is not valid UTF-8"
+MSG_NOT_JSON: Final = "Message is not valid JSON"
+MSG_NOT_OBJECT: Final = "Message must be a JSON object"
+MSG_NO_EVENT: Final = "Message has no event name"
+MSG_EVENT_TYPE: Final = "Event name must be a string"
+MSG_CHANNEL_TYPE: Final = "Channel must be a string"
+
+
+def _check_str(what: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be str, not {type(value).__name__}")
+
+
+def channel_kind(name: str) -> int:
+    """The kind of channel ``name`` is, from its prefix (matched at the start only).
+
+    >>> channel_kind("private-encrypted-chat") == ENCRYPTED
+    True
+    >>> channel_kind("presence-cache-room") == PRESENCE
+    True
+    >>> channel_kind("xprivate-room") == PUBLIC
+    True
+    """
+    _check_str("channel name", name)
+    if name.startswith("private-"):
+        # "private-encrypted-" is a longer "private-" prefix, so test it inside.
+        if name.startswith("encrypted-", 8):
+            return ENCRYPTED
+        return PRIVATE
+    if name.startswith("presence-"):
+        return PRESENCE
+    if name.startswith(SERVER_TO_USER_PREFIX):
+        return SERVER_TO_USER
+    return PUBLIC
+
+
+def is_cache_channel(name: str) -> bool:
+    """True for ``cache-``, ``private-cache-``, ``private-encrypted-cache-`` and
+    ``presence-cache-`` channels.
+
+    >>> is_cache_channel("private-encrypted-cache-x"), is_cache_channel("cachex")
+    (True, False)
+    """
+    _check_str("channel name", name)
+    return name.startswith(_CACHE_PREFIXES)
+
+
+def valid_channel_name(name: str, max_length: int = 200) -> bool:
+    """True when ``name`` is a usable channel name.
+
+    It must be non-empty, at most ``max_length`` characters, and either made only
+    of ``A-Z a-z 0-9 _ - = @ , . ;`` or be ``#server-to-user-`` followed by a
+    non-empty user id of those characters.
+
+    >>> valid_channel_name("presence-room.1"), valid_channel_name("bad name")
+    (True, False)
+    >>> valid_channel_name("#server-to-user-42"), valid_channel_name("#server-to-user-")
+    (True, False)
+    """
+    _check_str("channel name", name)
+    n = len(name)
+    # Length first: a 10 MB name must be refused without being scanned.
+    if n == 0 or n > max_length:
+        return False
+    if name.startswith(SERVER_TO_USER_PREFIX):
+        return _NAME_RE.fullmatch(name, len(SERVER_TO_USER_PREFIX)) is not None
+    return _NAME_RE.fullmatch(name) is not None
+
+
+def _utf8_size(raw: str) -> int:
+    """Bytes ``raw`` takes in UTF-8; a lone surrogate counts 3, as its encoding would."""
+    if raw.isascii():
+        return len(raw)
+    return len(raw.encode("utf-8", "surrogatepass"))
+
+
+def _is_utf8(raw: bytes | bytearray | memoryview | str) -> bool:
+    try:
+        if isinstance(raw, str):
+            raw.encode("utf-8")
+        else:
+            bytes(raw).decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+def parse_client_message(
+    raw: bytes | bytearray | memoryview | str, max_size: int = 102400
+) -> tuple[str, str | None, object]:
+    """Parse one client frame into ``(event, channel, data)``.
+
+    ``channel`` is None when absent or null; ``data`` is whatever the client sent
+    (object, string, number ...) or None when absent. Anything malformed raises
+    :class:`~soketi_impl.errors.ProtocolError` whose message says what was wrong.
+    ``raw`` of another type than bytes, bytearray, memoryview or str is a
+    programming error: TypeError.
+
+    >>> parse_client_message(b'{"event":"pusher:ping","data":{}}')
+    ('pusher:ping', None, {})
+    """
+    if isinstance(raw, bytes):
+        size = len(raw)
+    elif isinstance(raw, str):
+        size = _utf8_size(raw)
+    elif isinstance(raw, bytearray):
+        size = len(raw)
+    elif isinstance(raw, memoryview):
+        size = raw.nbytes
+    else:
+        raise TypeError(f"raw must be bytes or str, not {type(raw).__name__}")
+    if size > max_size:
+        raise ProtocolError(f"Message too large ({size} bytes, limit {max_size})")
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # orjson checks UTF-8 itself; telling the two failures apart is only
+        # worth its cost on this error path.
+        raise ProtocolError(MSG_NOT_JSON if _is_utf8(raw) else MSG_NOT_UTF8) from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(MSG_NOT_OBJECT)
+    event = msg.get("event")
+    if not isinstance(event, str):
+        raise ProtocolError(MSG_NO_EVENT if event is None else MSG_EVENT_TYPE)
+    if not event:
+        raise ProtocolError(MSG_NO_EVENT)
+    channel = msg.get("channel")
+    if channel is not None and not isinstance(channel, str):
+        raise ProtocolError(MSG_CHANNEL_TYPE)
+    return event, channel, msg.get("data")
+
+
+def encode_event(event: str, channel: str | None, data: object, user_id: str | None = None) -> bytes:
+    """The server-to-client frame ``{"event","channel","data","user_id"}`` as compact JSON.
+
+    ``channel``, ``data`` and ``user_id`` are left out when None. ``data`` always
+    becomes a JSON *string*: a ``str`` is taken as the already-encoded payload,
+    ``bytes`` are decoded as UTF-8 and taken likewise, anything else is encoded
+    with orjson first. A lone surrogate anywhere raises orjson's TypeError.
+
+    >>> encode_event("greet", "chat", {"a": 1})
+    b'{"event":"greet","channel":"chat","data":"{\\\\"a\\\\":1}"}'
+    """
+    _check_str("event", event)
+    if channel is not None:
+        _check_str("channel", channel)
+    if user_id is not None:
+        _check_str("user_id", user_id)
+    msg: dict[str, object] = {"event": event}
+    if channel is not None:
+        msg["channel"] = channel
+    if data is not None:
+        if isinstance(data, str):
+            msg["data"] = data
+        elif isinstance(data, bytes):
+            msg["data"] = data.decode("utf-8")
+        else:
+            msg["data"] = orjson.dumps(data).decode("utf-8")
+    if user_id is not None:
+        msg["user_id"] = user_id
+    return orjson.dumps(msg)
+
+
+def encode_error(code: int | None, message: str) -> bytes:
+    """A ``pusher:error`` frame; its ``data`` is an object ``{"code","message"}``.
+
+    >>> encode_error(4301, "Too many events")
+    b'{"event":"pusher:error","data":{"code":4301,"message":"Too many events"}}'
+    """
+    if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+        raise TypeError(f"code must be int or None, not {type(code).__name__}")
+    _check_str("message", message)
+    return orjson.dumps({"event": "pusher:error", "data": {"code": code, "message": message}})

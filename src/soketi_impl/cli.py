@@ -1,0 +1,88 @@
+"""The command line: ``soketi-impl start [--config FILE]`` and ``soketi-impl --version``.
+
+It mirrors soketi's ``soketi start [--config=FILE]``: the configuration comes from the
+file and the ``SOKETI_*`` environment variables (see :mod:`soketi_impl.config`). A bad
+configuration is reported on one line and the exit code is 2, before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from soketi_impl import __version__
+from soketi_impl.config import Config, load_config
+from soketi_impl.errors import ConfigError
+
+__all__ = ["main"]
+
+PROG = "soketi-impl"
+
+#: exit code of a configuration error (and of bad command-line usage, as argparse does)
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="A Pusher Channels compatible server, configured like soketi.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    start = commands.add_parser(
+        "start",
+        help="start the server",
+        description="Start the server. SOKETI_* environment variables override the config file.",
+    )
+    start.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="soketi's JSON config file with dotted keys, e.g. {\"port\": 6001}",
+    )
+    return parser
+
+
+def _configure_logging(config: Config | None) -> None:
+    level = logging.DEBUG if config is not None and config.debug else logging.INFO
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+    root.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return the process exit code.
+
+    ``main(["start", "--config", "soketi.json"])`` loads the configuration and runs
+    :func:`soketi_impl.server.run` until it returns; ``2`` means a usage or
+    configuration error, reported as one line on stderr.
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_CONFIG)
+
+    # Logging first, so the warnings of the loader (unknown variables ...) are shown.
+    _configure_logging(None)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _configure_logging(config)
+
+    # Imported here: the server pulls in the event loop and the transports, which a
+    # configuration error (or --version) never needs.
+    from soketi_impl import server
+
+    try:
+        return int(server.run(config))
+    except KeyboardInterrupt:
+        return 130

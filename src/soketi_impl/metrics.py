@@ -1,0 +1,330 @@
+"""Prometheus metrics: soketi's names, read from the counters the core keeps.
+
+The hot path never touches Prometheus objects: it bumps plain ints on each app's
+compiled ``Stats`` (``_fanout``). :class:`MetricsRegistry` reads them only when
+scraped, through a custom collector on a private ``CollectorRegistry``, so a
+scrape costs one ``snapshot()`` per app and a publish costs nothing extra.
+
+Families (``{prefix}`` is ``soketi_`` by default; labels ``app_id`` and ``port``):
+
+============================== ========= ===================================
+name                           type      from ``Stats``
+============================== ========= ===================================
+connected                      gauge     connected
+new_connections_total          counter   new_connections
+new_disconnections_total       counter   disconnections
+socket_received_bytes          untyped*  ws_bytes_received
+socket_transmitted_bytes       untyped*  ws_bytes_sent
+ws_messages_received_total     counter   ws_messages_received
+ws_messages_sent_total         counter   ws_messages_sent
+http_received_bytes            untyped*  http_bytes_received
+http_transmitted_bytes         untyped*  http_bytes_sent
+http_calls_received_total      counter   http_calls
+fanout_deliveries_total        counter   deliveries (ours)
+fanout_broadcasts_total        counter   broadcasts (ours)
+============================== ========= ===================================
+
+Ours, label ``port`` only (one sender serves every app): ``webhook_queue_depth``
+(gauge), ``webhook_sent_total``, ``webhook_failures_total``,
+``webhook_retries_total``, ``webhook_dropped_total``; and the process collector
+of prometheus_client (``{prefix}process_resident_memory_bytes`` ...), as soketi
+exposes Node's default metrics under its prefix.
+
+\\* soketi declares these four as counters without the ``_total`` suffix.
+prometheus_client always writes a counter's samples as ``name_total``, which
+would rename them and break dashboards written for soketi, so we keep soketi's
+exact sample names and declare them ``untyped`` (``rate()`` works the same).
+
+:class:`MetricsServer` serves ``GET /metrics`` and soketi's ``GET /usage`` on
+the metrics port. It uses ``aiohttp.web``: aiohttp is already a dependency for
+the webhook client, it gets keep-alive, HEAD and malformed requests right, and a
+scrape every few seconds is far from needing the hand-rolled httptools path of
+the main port.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+__all__ = ["MetricsRegistry", "MetricsServer", "memory_usage", "CONTENT_TYPE"]
+
+#: Content type of ``/metrics``: Prometheus text format 0.0.4.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+_COUNTER, _GAUGE, _UNTYPED = "counter", "gauge", "untyped"
+
+# (name without prefix, kind, Stats attribute, help)
+_APP_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("connected", _GAUGE, "connected", "The number of currently connected sockets."),
+    ("new_connections_total", _COUNTER, "new_connections", "Total amount of soketi connection requests."),
+    ("new_disconnections_total", _COUNTER, "disconnections", "Total amount of soketi disconnections."),
+    ("socket_received_bytes", _UNTYPED, "ws_bytes_received", "Total amount of bytes that soketi received."),
+    ("socket_transmitted_bytes", _UNTYPED, "ws_bytes_sent", "Total amount of bytes that soketi transmitted."),
+    ("ws_messages_received_total", _COUNTER, "ws_messages_received",
+     "The total amount of WS messages received from connections by the server."),
+    ("ws_messages_sent_total", _COUNTER, "ws_messages_sent",
+     "The total amount of WS messages sent to the connections from the server."),
+    ("http_received_bytes", _UNTYPED, "http_bytes_received",
+     "Total amount of bytes that soketi's REST API received."),
+    ("http_transmitted_bytes", _UNTYPED, "http_bytes_sent",
+     "Total amount of bytes that soketi's REST API sent back."),
+    ("http_calls_received_total", _COUNTER, "http_calls", "Total amount of received REST API calls."),
+    ("fanout_deliveries_total", _COUNTER, "deliveries",
+     "Total amount of messages queued to subscribers by channel broadcasts."),
+    ("fanout_broadcasts_total", _COUNTER, "broadcasts", "Total amount of channel broadcasts."),
+)
+
+# (name without prefix, kind, WebhookSender attribute, help)
+_WEBHOOK_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("webhook_queue_depth", _GAUGE, "queue_depth",
+     "Webhook events not delivered yet (queued, in flight or waiting for a retry)."),
+    ("webhook_sent_total", _COUNTER, "sent", "Webhook events delivered."),
+    ("webhook_failures_total", _COUNTER, "failed", "Webhook events given up after retrying."),
+    ("webhook_retries_total", _COUNTER, "retries", "Webhook request retries."),
+    ("webhook_dropped_total", _COUNTER, "dropped",
+     "Webhook events dropped because the queue was full or at shutdown."),
+)
+
+
+class StatsLike(Protocol):
+    """What is read from one app's counters (``_fanout.Stats``); ``snapshot()`` is
+    used when present, for one consistent read."""
+
+    connected: int
+    new_connections: int
+    disconnections: int
+
+
+class WebhookSourceLike(Protocol):
+    """What is read from the webhook sender."""
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    sent: int
+    failed: int
+    retries: int
+    dropped: int
+
+
+def _family(kind: str, name: str, doc: str, labels: list[str]) -> Metric:
+    if kind == _COUNTER:
+        return CounterMetricFamily(name, doc, labels=labels)
+    if kind == _GAUGE:
+        return GaugeMetricFamily(name, doc, labels=labels)
+    return UnknownMetricFamily(name, doc, labels=labels)
+
+
+def _read(stats: object) -> dict[str, int]:
+    snapshot = getattr(stats, "snapshot", None)
+    values: dict[str, int] = {}
+    if callable(snapshot):
+        snap = snapshot()
+        if isinstance(snap, dict):
+            values = snap
+    out: dict[str, int] = {}
+    for _name, _kind, attr, _doc in _APP_METRICS:
+        value = values.get(attr)
+        if value is None:
+            value = getattr(stats, attr, 0)
+        out[attr] = int(value)
+    return out
+
+
+class _Collector(Collector):
+    def __init__(self, owner: MetricsRegistry) -> None:
+        self._owner = owner
+
+    def collect(self) -> Iterable[Metric]:
+        return self._owner._collect()
+
+    def describe(self) -> Iterable[Metric]:
+        # no up-front description: the set of apps changes at run time
+        return ()
+
+
+class MetricsRegistry:
+    """Per-app counters and the webhook sender, exposed in Prometheus text format.
+
+    Example::
+
+        metrics = MetricsRegistry(prefix=cfg.metrics_prefix, port_label=str(cfg.port))
+        metrics.add_app(app.id, app_stats)
+        metrics.set_webhook_source(sender)
+        page = metrics.render()
+    """
+
+    def __init__(self, prefix: str = "soketi_", port_label: str = "6001", *, process_metrics: bool = True) -> None:
+        self.prefix = prefix
+        self.port_label = str(port_label)
+        self._apps: dict[str, object] = {}
+        self._webhooks: object | None = None
+        #: The private registry (not prometheus_client's global one), so several
+        #: servers in one process, as in the tests, do not collide.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        if process_metrics:
+            ProcessCollector(namespace=prefix.rstrip("_"), registry=self.registry)
+
+    def add_app(self, app_id: str, stats: object) -> None:
+        """Expose ``stats`` (an object with the ``Stats`` counters) under ``app_id``."""
+        self._apps[str(app_id)] = stats
+
+    def remove_app(self, app_id: str) -> None:
+        """Stop exposing an app (no error if it was not there)."""
+        self._apps.pop(str(app_id), None)
+
+    def set_webhook_source(self, sender: object | None) -> None:
+        """Expose the webhook sender's queue depth and counters (None to stop)."""
+        self._webhooks = sender
+
+    def render(self) -> bytes:
+        """The page for ``GET /metrics``, in Prometheus text format 0.0.4."""
+        return generate_latest(self.registry)
+
+    def _collect(self) -> Iterator[Metric]:
+        labels = ["app_id", "port"]
+        rows = [(app_id, _read(stats)) for app_id, stats in list(self._apps.items())]
+        for name, kind, attr, doc in _APP_METRICS:
+            family = _family(kind, self.prefix + name, doc, labels)
+            for app_id, values in rows:
+                family.add_metric([app_id, self.port_label], values[attr])
+            yield family
+        sender = self._webhooks
+        if sender is not None:
+            for name, kind, attr, doc in _WEBHOOK_METRICS:
+                family = _family(kind, self.prefix + name, doc, ["port"])
+                family.add_metric([self.port_label], int(getattr(sender, attr, 0)))
+                yield family
+
+
+def _proc_kib(path: str, keys: tuple[str, ...]) -> dict[str, int]:
+    """Fields of a ``/proc`` ``Key:   123 kB`` file, in bytes."""
+    out: dict[str, int] = {}
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in keys:
+                    out[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def memory_usage() -> dict[str, dict[str, float]]:
+    """The body of ``GET /usage``.
+
+    soketi answers ``{"memory": {"free", "used", "total", "percent"}}`` (process
+    usage against the memory available); Node's ``process.memoryUsage()`` names
+    are given too, mapped onto what Linux tells of this process: ``rss`` VmRSS,
+    ``heapTotal`` VmData (the data segment, where Python's heap lives),
+    ``heapUsed`` RssAnon (anonymous memory actually resident), ``external``
+    RssFile + RssShmem, and ``percentage`` = rss / total * 100. ``total`` is
+    MemTotal. Without ``/proc`` the figures fall back to ``getrusage``.
+    """
+    status = _proc_kib("/proc/self/status", ("VmRSS", "VmData", "RssAnon", "RssFile", "RssShmem"))
+    meminfo = _proc_kib("/proc/meminfo", ("MemTotal",))
+    rss = status.get("VmRSS")
+    if rss is None:
+        # ru_maxrss is the peak, in KiB on Linux and bytes on macOS: the best there is
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss = peak if os.uname().sysname == "Darwin" else peak * 1024
+    total = meminfo.get("MemTotal")
+    if total is None:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            total = 0
+    percent = rss * 100.0 / total if total else 0.0
+    return {
+        "memory": {
+            "free": max(0, total - rss),
+            "used": rss,
+            "total": total,
+            "percent": percent,
+            "rss": rss,
+            "heapTotal": status.get("VmData", rss),
+            "heapUsed": status.get("RssAnon", rss),
+            "external": status.get("RssFile", 0) + status.get("RssShmem", 0),
+            "percentage": percent,
+        }
+    }
+
+
+class MetricsServer:
+    """The metrics port: ``GET /metrics`` (Prometheus text), ``GET /usage``
+    (JSON, like soketi's); anything else is a 404.
+
+    Example::
+
+        server = MetricsServer(metrics)
+        await server.start(cfg.metrics_host, cfg.metrics_port)   # 0 picks a free port
+        print(server.port)
+        ...
+        await server.close()
+    """
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self.registry = registry
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful after ``start(host, 0)``)."""
+        if self._port is None:
+            raise RuntimeError("MetricsServer is not started")
+        return self._port
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port``; raises ``OSError`` if the port cannot be bound."""
+        if self._runner is not None:
+            raise RuntimeError("MetricsServer is already started")
+        app = web.Application()
+        # one handler for every method and path, so that the answer to anything
+        # but GET/HEAD /metrics and /usage is a plain 404 (not aiohttp's 405)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        address = runner.addresses[0]
+        self._port = int(address[1])
+
+    async def close(self) -> None:
+        """Stop listening and close open connections."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD"):
+            if request.path == "/metrics":
+                return web.Response(body=self.registry.render(), headers={"Content-Type": CONTENT_TYPE})
+            if request.path == "/usage":
+                return web.Response(
+                    body=orjson.dumps(memory_usage()),
+                    headers={"Content-Type": "application/json"},
+                )
+        return web.Response(status=404, text="Not Found")

@@ -1,0 +1,31 @@
+"""The compiled extensions must be there unless SOKETI_IMPL_NO_EXTENSIONS is set."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from soketi_impl import _speedups
+
+AREAS = ["conntable", "protocol", "fanout"]
+
+
+@pytest.mark.parametrize("area", AREAS)
+def test_extension_loaded(area: str) -> None:
+    dispatcher = importlib.import_module(f"soketi_impl._{area}")
+    loaded = {getattr(dispatcher, n).__module__ for n in getattr(dispatcher, "__all__", []) if hasattr(getattr(dispatcher, n), "__module__")}
+    if _speedups.NO_EXTENSIONS:
+        assert loaded <= {f"soketi_impl._{area}_py"}, loaded
+        return
+    # Not a skip: a build that silently fell back to the pure twins must fail CI.
+    assert area not in _speedups.FAILED, f"extension soketi_impl._{area}_c failed to load: {_speedups.FAILED[area]}"
+    assert loaded == {f"soketi_impl._{area}_c"}, loaded
+
+
+def test_switch_read_in_one_place() -> None:
+    import pathlib
+
+    src = pathlib.Path(_speedups.__file__).parent
+    readers = [p.name for p in src.rglob("*.py") if "SOKETI_IMPL_NO_EXTENSIONS" in p.read_text() and p.name != "_speedups.py"]
+    assert readers == []
