@@ -106,15 +106,15 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.attempts += 1
-        if self.hang:
-            await self._release.wait()
         status = 200
         if self.always_fail or self.attempts <= self.fail_first:
             status = 500
-        else:
+        elif not self.hang:
             self.hits.append(Hit(request.path, dict(request.headers), body))
         async with self._arrived:
             self._arrived.notify_all()
+        if self.hang:
+            await self._release.wait()
         return web.Response(status=status, text="ok" if status == 200 else "no")
 
     async def wait_hits(self, n: int) -> list[Hit]:
@@ -173,7 +173,7 @@ async def test_each_immediate_event_type_is_signed_and_shaped(receiver: Receiver
 
     events = all_events(hits)
     assert len(hits) == 6  # no batching: one request per event
-    key = lambda e: json.dumps(e, sort_keys=True)  # noqa: E731
+    key = lambda e: json.dumps(e, sort_keys=True)
     assert sorted(events, key=key) == sorted(
         [
             {"name": "channel_occupied", "channel": "ch-1"},
@@ -244,7 +244,12 @@ async def test_only_wanted_event_types_are_sent(receiver: Receiver) -> None:
 async def test_channel_filters_combine_with_and(receiver: Receiver) -> None:
     app = App(
         webhooks=[
-            Webhook(receiver.url("/both"), ["channel_occupied"], filter_starts_with="beta-", filter_ends_with="-app"),
+            Webhook(
+                receiver.url("/both"),
+                ["channel_occupied"],
+                filter_starts_with="beta-",
+                filter_ends_with="-app",
+            ),
             Webhook(receiver.url("/start"), ["channel_occupied"], filter_starts_with="beta-"),
             Webhook(receiver.url("/end"), ["channel_occupied"], filter_ends_with="-app"),
         ]
@@ -270,7 +275,9 @@ async def test_channel_filters_combine_with_and(receiver: Receiver) -> None:
     assert len(hits) == 5
 
 
-async def test_custom_headers_are_sent_but_cannot_override_the_signature(receiver: Receiver) -> None:
+async def test_custom_headers_are_sent_but_cannot_override_the_signature(
+    receiver: Receiver,
+) -> None:
     headers = {"Authorization": "Bearer t0k3n", "X-Custom": "yes", "X-Pusher-Signature": "forged"}
     app = App(webhooks=[Webhook(receiver.url(), ["channel_occupied"], headers=headers)])
     sender = await started()
@@ -315,7 +322,9 @@ async def test_retries_until_the_receiver_accepts(receiver: Receiver) -> None:
     assert sender.failed == 0
 
 
-async def test_gives_up_after_retry_for_s(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+async def test_gives_up_after_retry_for_s(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     receiver.always_fail = True
     app = App(webhooks=[Webhook(receiver.url(), ["channel_occupied"])])
     sender = await started(first_retry_s=0.02, retry_for_s=0.2)
@@ -431,7 +440,13 @@ async def test_batching_puts_events_of_one_url_in_one_request(receiver: Receiver
     assert by_path["/a"] == [
         {"name": "channel_occupied", "channel": "ch-1"},
         {"name": "channel_occupied", "channel": "ch-2"},
-        {"name": "client_event", "channel": "ch-1", "event": "client-x", "data": "{}", "socket_id": "1.1"},
+        {
+            "name": "client_event",
+            "channel": "ch-1",
+            "event": "client-x",
+            "data": "{}",
+            "socket_id": "1.1",
+        },
     ]
     assert by_path["/b"] == [
         {"name": "channel_occupied", "channel": "ch-1"},
@@ -443,7 +458,9 @@ async def test_batching_puts_events_of_one_url_in_one_request(receiver: Receiver
 async def test_batching_keeps_apps_apart(receiver: Receiver) -> None:
     other_secret = "other-secret"
     a = App(webhooks=[Webhook(receiver.url(), ["cache_miss"])])
-    b = App(id="2", key="key-2", secret=other_secret, webhooks=[Webhook(receiver.url(), ["cache_miss"])])
+    b = App(
+        id="2", key="key-2", secret=other_secret, webhooks=[Webhook(receiver.url(), ["cache_miss"])]
+    )
     sender = await started(batching=True, batching_ms=20)
     try:
         sender.cache_miss(a, "cache-a")
@@ -455,7 +472,9 @@ async def test_batching_keeps_apps_apart(receiver: Receiver) -> None:
     assert set(by_key) == {KEY, "key-2"}
     b_hit = by_key["key-2"]
     checker = pusher.Pusher(app_id="2", key="key-2", secret=other_secret)
-    data = checker.validate_webhook("key-2", b_hit.headers["X-Pusher-Signature"], b_hit.body.decode())
+    data = checker.validate_webhook(
+        "key-2", b_hit.headers["X-Pusher-Signature"], b_hit.body.decode()
+    )
     assert data is not None and data["events"] == [{"name": "cache_miss", "channel": "cache-b"}]
     assert by_key[KEY].events == [{"name": "cache_miss", "channel": "cache-a"}]
 
@@ -463,7 +482,9 @@ async def test_batching_keeps_apps_apart(receiver: Receiver) -> None:
 # -- bounds, close ---------------------------------------------------------------------
 
 
-async def test_overflow_drops_the_oldest(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+async def test_overflow_drops_the_oldest(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     app = App(webhooks=[Webhook(receiver.url(), ["client_event"])])
     sender = WebhookSender(max_queue=3)
     for i in range(5):
@@ -558,3 +579,12 @@ def test_bad_arguments() -> None:
         WebhookSender(max_queue=0)
     with pytest.raises(ValueError):
         WebhookSender(concurrency=0)
+
+
+async def test_concurrent_close_calls_both_return(receiver: Receiver) -> None:
+    app = App(webhooks=[Webhook(receiver.url(), ["cache_miss"])])
+    sender = await started()
+    sender.cache_miss(app, "cache-x")
+    await asyncio.wait_for(asyncio.gather(sender.close(2.0), sender.close(2.0)), WAIT)
+    assert sender.sent == 1
+    await sender.close(1.0)  # and again, after the fact

@@ -8,6 +8,7 @@ configuration is reported on one line and the exit code is 2, before anything st
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         default=None,
-        help="soketi's JSON config file with dotted keys, e.g. {\"port\": 6001}",
+        help='soketi\'s JSON config file with dotted keys, e.g. {"port": 6001}',
     )
     return parser
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported here: the server pulls in the event loop and the transports, which a
     # configuration error (or --version) never needs.
-    from soketi_impl import server
+    server = importlib.import_module("soketi_impl.server")
 
     try:
         return int(server.run(config))

@@ -41,11 +41,11 @@ from typing import Any
 from soketi_impl.errors import ConfigError
 
 __all__ = [
-    "AppConfig",
-    "Config",
     "ENV_VARIABLES",
     "NOT_IMPLEMENTED_ENV",
     "WEBHOOK_EVENT_TYPES",
+    "AppConfig",
+    "Config",
     "WebhookConfig",
     "load_config",
 ]
@@ -89,9 +89,7 @@ class WebhookConfig:
         """Whether an event about ``channel`` passes this webhook's channel-name filter."""
         if self.filter_starts_with is not None and not channel.startswith(self.filter_starts_with):
             return False
-        if self.filter_ends_with is not None and not channel.endswith(self.filter_ends_with):
-            return False
-        return True
+        return self.filter_ends_with is None or channel.endswith(self.filter_ends_with)
 
 
 @dataclass(slots=True)
@@ -406,8 +404,12 @@ def _webhook(value: Any, label: str) -> WebhookConfig:
                     f"{label}.filter.{name}",
                     "one of channel_name_starts_with, channel_name_ends_with",
                 )
-        starts = _optional_str(flt.get("channel_name_starts_with"), f"{label}.filter.channel_name_starts_with")
-        ends = _optional_str(flt.get("channel_name_ends_with"), f"{label}.filter.channel_name_ends_with")
+        starts = _optional_str(
+            flt.get("channel_name_starts_with"), f"{label}.filter.channel_name_starts_with"
+        )
+        ends = _optional_str(
+            flt.get("channel_name_ends_with"), f"{label}.filter.channel_name_ends_with"
+        )
     return WebhookConfig(
         url=url,
         event_types=list(event_types),
@@ -434,6 +436,7 @@ def _int_kind(minimum: int) -> _Kind:
 # ---------------------------------------------------------------------------
 # The settings: soketi's dotted file key -> (environment variable, Config field, kind).
 # A field of None means "validated but nothing to store" (a driver we only have one of).
+
 
 @dataclass(frozen=True, slots=True)
 class _Setting:
@@ -469,7 +472,9 @@ _SETTINGS: tuple[_Setting, ...] = (
         "channel_max_name_length",
         _int_kind(1),
     ),
-    _Setting("channelLimits.cacheTtl", "SOKETI_CHANNEL_CACHE_TTL", "channel_cache_ttl", _int_kind(0)),
+    _Setting(
+        "channelLimits.cacheTtl", "SOKETI_CHANNEL_CACHE_TTL", "channel_cache_ttl", _int_kind(0)
+    ),
     _Setting(
         "eventLimits.maxChannelsAtOnce",
         "SOKETI_EVENT_MAX_CHANNELS_AT_ONCE",
@@ -507,12 +512,19 @@ _SETTINGS: tuple[_Setting, ...] = (
         _POSITIVE,
     ),
     _Setting("metrics.enabled", "SOKETI_METRICS_ENABLED", "metrics_enabled", _BOOL),
-    _Setting("metrics.driver", "SOKETI_METRICS_DRIVER", None, _Kind(_choice("prometheus"), text=True)),
+    _Setting(
+        "metrics.driver", "SOKETI_METRICS_DRIVER", None, _Kind(_choice("prometheus"), text=True)
+    ),
     _Setting("metrics.host", "SOKETI_METRICS_HOST", "metrics_host", _NONEMPTY),
     _Setting("metrics.port", "SOKETI_METRICS_SERVER_PORT", "metrics_port", _PORT),
-    _Setting("metrics.prometheus.prefix", "SOKETI_METRICS_PROMETHEUS_PREFIX", "metrics_prefix", _TEXT),
     _Setting(
-        "adapter.driver", "SOKETI_ADAPTER_DRIVER", "adapter_driver", _Kind(_choice("local", "redis"), text=True)
+        "metrics.prometheus.prefix", "SOKETI_METRICS_PROMETHEUS_PREFIX", "metrics_prefix", _TEXT
+    ),
+    _Setting(
+        "adapter.driver",
+        "SOKETI_ADAPTER_DRIVER",
+        "adapter_driver",
+        _Kind(_choice("local", "redis"), text=True),
     ),
     _Setting("adapter.redis.prefix", "SOKETI_ADAPTER_REDIS_PREFIX", "adapter_redis_prefix", _TEXT),
     _Setting(
@@ -525,7 +537,10 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("database.redis.password", "SOKETI_DB_REDIS_PASSWORD", "redis_password", _OPTIONAL),
     _Setting("database.redis.keyPrefix", "SOKETI_DB_REDIS_KEY_PREFIX", "redis_key_prefix", _TEXT),
     _Setting(
-        "shutdownGracePeriod", "SOKETI_SHUTDOWN_GRACE_PERIOD", "shutdown_grace_period_ms", _int_kind(0)
+        "shutdownGracePeriod",
+        "SOKETI_SHUTDOWN_GRACE_PERIOD",
+        "shutdown_grace_period_ms",
+        _int_kind(0),
     ),
     _Setting(
         "userAuthenticationTimeout",
@@ -571,14 +586,25 @@ _APP_FIELDS: tuple[_AppField, ...] = (
     _AppField("maxBackendEventsPerSecond", "max_backend_events_per_second", _RATE),
     _AppField("maxReadRequestsPerSecond", "max_read_requests_per_second", _RATE),
     _AppField(
-        "maxPresenceMembersPerChannel", "max_presence_members_per_channel", _int_kind(1), "presence_max_members"
+        "maxPresenceMembersPerChannel",
+        "max_presence_members_per_channel",
+        _int_kind(1),
+        "presence_max_members",
     ),
     _AppField(
-        "maxPresenceMemberSizeInKb", "max_presence_member_size_in_kb", _POSITIVE, "presence_max_member_size_kb"
+        "maxPresenceMemberSizeInKb",
+        "max_presence_member_size_in_kb",
+        _POSITIVE,
+        "presence_max_member_size_kb",
     ),
-    _AppField("maxChannelNameLength", "max_channel_name_length", _int_kind(1), "channel_max_name_length"),
     _AppField(
-        "maxEventChannelsAtOnce", "max_event_channels_at_once", _int_kind(1), "event_max_channels_at_once"
+        "maxChannelNameLength", "max_channel_name_length", _int_kind(1), "channel_max_name_length"
+    ),
+    _AppField(
+        "maxEventChannelsAtOnce",
+        "max_event_channels_at_once",
+        _int_kind(1),
+        "event_max_channels_at_once",
     ),
     _AppField("maxEventNameLength", "max_event_name_length", _int_kind(1), "event_max_name_length"),
     _AppField("maxEventPayloadInKb", "max_event_payload_in_kb", _POSITIVE, "event_max_payload_kb"),
@@ -938,7 +964,12 @@ class _Loader:
         cfg = Config(**self.values)
         if self.apps is None:
             slots = [
-                {"id": DEFAULT_APP_ID, "key": DEFAULT_APP_KEY, "secret": DEFAULT_APP_SECRET, **self.default_app}
+                {
+                    "id": DEFAULT_APP_ID,
+                    "key": DEFAULT_APP_KEY,
+                    "secret": DEFAULT_APP_SECRET,
+                    **self.default_app,
+                }
             ]
         else:
             slots = self.apps
@@ -946,7 +977,9 @@ class _Loader:
         for i, slot in enumerate(slots):
             for required in ("id", "key", "secret"):
                 if required not in slot:
-                    raise ConfigError(f"{_APPS_KEY}.{i}.{required}", "a non-empty string (required)")
+                    raise ConfigError(
+                        f"{_APPS_KEY}.{i}.{required}", "a non-empty string (required)"
+                    )
             kwargs: dict[str, Any] = {}
             for spec in _APP_FIELDS:
                 if spec.name in slot:

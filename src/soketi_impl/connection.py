@@ -47,7 +47,10 @@ class Connection:
     keeps its per-connection data there).
     """
 
-    __slots__ = ("id", "_send", "_close", "closed", "state", "_queue", "__weakref__")
+    __slots__ = (
+        "id", "_send", "_close", "closed", "state", "_queue", "path", "raw_write",
+        "write_buffer_size", "__weakref__",
+    )
 
     def __init__(
         self,
@@ -56,6 +59,9 @@ class Connection:
         *,
         send: SendFn | None = None,
         close: CloseFn | None = None,
+        path: str | None = None,
+        raw_write: Callable[[bytes], Any] | None = None,
+        write_buffer_size: Callable[[], int] | None = None,
     ) -> None:
         if native is not None:
             send = send or native.send
@@ -63,6 +69,14 @@ class Connection:
         if send is None or close is None:
             raise TypeError("Connection needs a native socket or both send= and close=")
         self.id = id
+        #: The request path and query the client connected with (``/app/KEY?protocol=7``):
+        #: the Pusher handlers read the app key from it.
+        self.path = path
+        #: Optional fast path for transports that can take pre-framed WebSocket bytes
+        #: (picows): the fan-out writes coalesced frames through it in one call.
+        self.raw_write = raw_write
+        #: Optional: the transport's write buffer size, for backpressure.
+        self.write_buffer_size = write_buffer_size
         self._send: SendFn = send
         self._close: CloseFn = close
         self.closed = False

@@ -61,7 +61,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["MetricsRegistry", "MetricsServer", "memory_usage", "CONTENT_TYPE"]
+__all__ = ["CONTENT_TYPE", "MetricsRegistry", "MetricsServer", "memory_usage"]
 
 #: Content type of ``/metrics``: Prometheus text format 0.0.4.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -71,33 +71,86 @@ _COUNTER, _GAUGE, _UNTYPED = "counter", "gauge", "untyped"
 # (name without prefix, kind, Stats attribute, help)
 _APP_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("connected", _GAUGE, "connected", "The number of currently connected sockets."),
-    ("new_connections_total", _COUNTER, "new_connections", "Total amount of soketi connection requests."),
-    ("new_disconnections_total", _COUNTER, "disconnections", "Total amount of soketi disconnections."),
-    ("socket_received_bytes", _UNTYPED, "ws_bytes_received", "Total amount of bytes that soketi received."),
-    ("socket_transmitted_bytes", _UNTYPED, "ws_bytes_sent", "Total amount of bytes that soketi transmitted."),
-    ("ws_messages_received_total", _COUNTER, "ws_messages_received",
-     "The total amount of WS messages received from connections by the server."),
-    ("ws_messages_sent_total", _COUNTER, "ws_messages_sent",
-     "The total amount of WS messages sent to the connections from the server."),
-    ("http_received_bytes", _UNTYPED, "http_bytes_received",
-     "Total amount of bytes that soketi's REST API received."),
-    ("http_transmitted_bytes", _UNTYPED, "http_bytes_sent",
-     "Total amount of bytes that soketi's REST API sent back."),
-    ("http_calls_received_total", _COUNTER, "http_calls", "Total amount of received REST API calls."),
-    ("fanout_deliveries_total", _COUNTER, "deliveries",
-     "Total amount of messages queued to subscribers by channel broadcasts."),
+    (
+        "new_connections_total",
+        _COUNTER,
+        "new_connections",
+        "Total amount of soketi connection requests.",
+    ),
+    (
+        "new_disconnections_total",
+        _COUNTER,
+        "disconnections",
+        "Total amount of soketi disconnections.",
+    ),
+    (
+        "socket_received_bytes",
+        _UNTYPED,
+        "ws_bytes_received",
+        "Total amount of bytes that soketi received.",
+    ),
+    (
+        "socket_transmitted_bytes",
+        _UNTYPED,
+        "ws_bytes_sent",
+        "Total amount of bytes that soketi transmitted.",
+    ),
+    (
+        "ws_messages_received_total",
+        _COUNTER,
+        "ws_messages_received",
+        "The total amount of WS messages received from connections by the server.",
+    ),
+    (
+        "ws_messages_sent_total",
+        _COUNTER,
+        "ws_messages_sent",
+        "The total amount of WS messages sent to the connections from the server.",
+    ),
+    (
+        "http_received_bytes",
+        _UNTYPED,
+        "http_bytes_received",
+        "Total amount of bytes that soketi's REST API received.",
+    ),
+    (
+        "http_transmitted_bytes",
+        _UNTYPED,
+        "http_bytes_sent",
+        "Total amount of bytes that soketi's REST API sent back.",
+    ),
+    (
+        "http_calls_received_total",
+        _COUNTER,
+        "http_calls",
+        "Total amount of received REST API calls.",
+    ),
+    (
+        "fanout_deliveries_total",
+        _COUNTER,
+        "deliveries",
+        "Total amount of messages queued to subscribers by channel broadcasts.",
+    ),
     ("fanout_broadcasts_total", _COUNTER, "broadcasts", "Total amount of channel broadcasts."),
 )
 
 # (name without prefix, kind, WebhookSender attribute, help)
 _WEBHOOK_METRICS: tuple[tuple[str, str, str, str], ...] = (
-    ("webhook_queue_depth", _GAUGE, "queue_depth",
-     "Webhook events not delivered yet (queued, in flight or waiting for a retry)."),
+    (
+        "webhook_queue_depth",
+        _GAUGE,
+        "queue_depth",
+        "Webhook events not delivered yet (queued, in flight or waiting for a retry).",
+    ),
     ("webhook_sent_total", _COUNTER, "sent", "Webhook events delivered."),
     ("webhook_failures_total", _COUNTER, "failed", "Webhook events given up after retrying."),
     ("webhook_retries_total", _COUNTER, "retries", "Webhook request retries."),
-    ("webhook_dropped_total", _COUNTER, "dropped",
-     "Webhook events dropped because the queue was full or at shutdown."),
+    (
+        "webhook_dropped_total",
+        _COUNTER,
+        "dropped",
+        "Webhook events dropped because the queue was full or at shutdown.",
+    ),
 )
 
 
@@ -122,7 +175,10 @@ class WebhookSourceLike(Protocol):
     dropped: int
 
 
-def _family(kind: str, name: str, doc: str, labels: list[str]) -> Metric:
+_Family = CounterMetricFamily | GaugeMetricFamily | UnknownMetricFamily
+
+
+def _family(kind: str, name: str, doc: str, labels: list[str]) -> _Family:
     if kind == _COUNTER:
         return CounterMetricFamily(name, doc, labels=labels)
     if kind == _GAUGE:
@@ -169,7 +225,9 @@ class MetricsRegistry:
         page = metrics.render()
     """
 
-    def __init__(self, prefix: str = "soketi_", port_label: str = "6001", *, process_metrics: bool = True) -> None:
+    def __init__(
+        self, prefix: str = "soketi_", port_label: str = "6001", *, process_metrics: bool = True
+    ) -> None:
         self.prefix = prefix
         self.port_label = str(port_label)
         self._apps: dict[str, object] = {}
@@ -321,7 +379,9 @@ class MetricsServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.method in ("GET", "HEAD"):
             if request.path == "/metrics":
-                return web.Response(body=self.registry.render(), headers={"Content-Type": CONTENT_TYPE})
+                return web.Response(
+                    body=self.registry.render(), headers={"Content-Type": CONTENT_TYPE}
+                )
             if request.path == "/usage":
                 return web.Response(
                     body=orjson.dumps(memory_usage()),

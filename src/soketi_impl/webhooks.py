@@ -59,7 +59,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-__all__ = ["AppLike", "WebhookLike", "WebhookSender", "EVENT_TYPES"]
+__all__ = ["EVENT_TYPES", "AppLike", "WebhookLike", "WebhookSender", "sign"]
 
 log = logging.getLogger("soketi_impl.webhooks")
 
@@ -116,9 +116,7 @@ def _matches(webhook: WebhookLike, event_type: str, channel: str) -> bool:
     if starts and not channel.startswith(starts):
         return False
     ends = webhook.filter_ends_with
-    if ends and not channel.endswith(ends):
-        return False
-    return True
+    return not ends or channel.endswith(ends)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -236,6 +234,7 @@ class WebhookSender:
         self._dispatcher: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
+        self._closed_event = asyncio.Event()
         self._overflow_log = _Throttled()
         self._failure_log = _Throttled()
 
@@ -294,7 +293,12 @@ class WebhookSender:
         is still undelivered at the deadline is dropped and counted in
         ``dropped``. Returns within about ``grace_s`` plus one second.
         """
-        if self._closed:
+        if self._closing:
+            # a second caller waits for the first close, within its own grace
+            try:
+                await asyncio.wait_for(self._closed_event.wait(), max(0.0, grace_s) + 1.0)
+            except asyncio.TimeoutError:
+                pass
             return
         self._closing = True
         for pending in list(self._pending.values()):
@@ -327,6 +331,7 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
         self._idle.set()
+        self._closed_event.set()
 
     # -- event entry points -----------------------------------------------------
 
@@ -509,7 +514,9 @@ class WebhookSender:
         if not self._queue and not self._live:
             self._idle.set()
 
-    def _start_request(self, app: AppLike, webhook: WebhookLike, events: list[dict[str, Any]]) -> None:
+    def _start_request(
+        self, app: AppLike, webhook: WebhookLike, events: list[dict[str, Any]]
+    ) -> None:
         try:
             body = orjson.dumps({"time_ms": int(self._clock() * 1000), "events": events})
         except TypeError as exc:
