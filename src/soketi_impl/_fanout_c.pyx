@@ -10,7 +10,7 @@ freed after the write so that an idle sink holds no buffer at all.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem, PyDict_Next
+from cpython.dict cimport PyDict_GetItem, PyDict_Next, PyDict_SetItem, PyDict_Size
 from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport PyObject
@@ -34,9 +34,11 @@ COUNTERS = (
     "broadcasts",
 )
 
-# First allocation of a sink's coalescing buffer; small enough for pymalloc.
+cdef object _MISSING = object()
+
+# First allocation of a sink's coalescing buffer: the largest pymalloc size.
 cdef enum:
-    _MIN_CAP = 256
+    _MIN_CAP = 512
 
 
 cdef class Stats:
@@ -326,14 +328,16 @@ cdef class ChannelTable:
             raise TypeError("add(channel: str, sink: Sink)")
         cdef PyObject* p = PyDict_GetItem(self._channels, channel)
         cdef dict members
+        cdef Py_ssize_t n
         if p is NULL:
             self._channels[channel] = {sink: None}
             return True
         members = <dict>p
-        if sink in members:
-            return False
-        members[sink] = None
-        return True
+        # One hash operation: the size tells whether the key was new (re-setting
+        # an existing key keeps its place in the order).
+        n = PyDict_Size(members)
+        PyDict_SetItem(members, sink, None)
+        return PyDict_Size(members) != n
 
     cpdef bint remove(self, str channel, Sink sink) except -1:
         """Remove ``sink`` from ``channel``; True if it was there."""
@@ -344,10 +348,9 @@ cdef class ChannelTable:
         if p is NULL:
             return False
         members = <dict>p
-        if sink not in members:
+        if members.pop(sink, _MISSING) is _MISSING:
             return False
-        del members[sink]
-        if not members:
+        if PyDict_Size(members) == 0:
             del self._channels[channel]
         return True
 

@@ -105,7 +105,7 @@ class Outbox:
     with a ``call_soon`` method will do as ``loop`` (tests use a stub).
     """
 
-    __slots__ = ("_loop", "_dirty", "_scheduled", "errors")
+    __slots__ = ("_dirty", "_loop", "_scheduled", "errors")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -162,18 +162,18 @@ class Sink:
     """
 
     __slots__ = (
+        "_buffer_size",
+        "_dirty",
+        "_nbytes",
+        "_on_overflow",
         "_outbox",
+        "_pending",
+        "_send",
         "_stats",
         "_write",
-        "_send",
-        "_buffer_size",
-        "_on_overflow",
+        "closed",
         "max_buffer",
         "owner",
-        "closed",
-        "_dirty",
-        "_pending",
-        "_nbytes",
     )
 
     def __init__(
@@ -224,17 +224,15 @@ class Sink:
     def _queue(self, data: bytes) -> None:
         """Queue framed bytes (write mode) or a payload (send mode); caller counts."""
         pending = self._pending
-        if self._write is not None:
-            if pending is None:
-                self._pending = data
-            elif type(pending) is bytes:
-                self._pending = bytearray(pending) + data
-            else:
-                pending += data  # type: ignore[operator]
-        elif pending is None:
-            self._pending = [data]
+        if pending is None:
+            # The common case: one frame per iteration, kept as the shared object.
+            self._pending = [data] if self._write is None else data
+        elif isinstance(pending, list):
+            pending.append(data)
+        elif isinstance(pending, bytearray):
+            pending += data
         else:
-            pending.append(data)  # type: ignore[union-attr]
+            self._pending = bytearray(pending) + data
         self._nbytes += len(data)
         if not self._dirty:
             self._mark_dirty()
@@ -269,27 +267,29 @@ class Sink:
         self._nbytes = 0
         if self.closed or pending is None:
             return
-        if self._write is not None:
-            try:
-                self._write(bytes(pending) if type(pending) is bytearray else pending)
-            except Exception:
-                self._fail()
-                return
-        else:
+        if isinstance(pending, list):
             send = self._send
             assert send is not None
             for payload in pending:
                 if self.closed:
                     return
                 try:
-                    send(payload)  # type: ignore[arg-type]
-                except Exception:
+                    send(payload)
+                except Exception:  # noqa: BLE001 - any transport error closes only this sink
                     self._fail()
                     return
+        else:
+            write = self._write
+            assert write is not None
+            try:
+                write(pending if type(pending) is bytes else bytes(pending))
+            except Exception:  # noqa: BLE001 - any transport error closes only this sink
+                self._fail()
+                return
         if self._buffer_size is not None and not self.closed:
             try:
                 over = self._buffer_size() > self.max_buffer
-            except Exception:
+            except Exception:  # noqa: BLE001 - any transport error closes only this sink
                 self._fail()
                 return
             if over:
@@ -297,7 +297,7 @@ class Sink:
                 if self._on_overflow is not None:
                     try:
                         self._on_overflow(self)
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - a faulty callback must not stop the flush
                         self._outbox.errors += 1
 
     def __repr__(self) -> str:
