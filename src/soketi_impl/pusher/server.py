@@ -49,6 +49,7 @@ from ..config import AppConfig, Config
 from ..connection import Connection
 from ..errors import ClientEventError, ProtocolError, SoketiError
 from ..router import Router
+from .adapter import Adapter, LocalAdapter
 from .auth import channel_auth_string, check_auth, user_auth_string
 
 __all__ = ["AppState", "PusherServer", "Socket", "new_socket_id"]
@@ -131,7 +132,8 @@ def _subscription_error(channel: str, kind: str, message: str, status: int) -> b
 class PusherServer:
     """Pusher protocol handlers for a :class:`Router`, and the in-process API.
 
-    ``webhooks`` is a :class:`~soketi_impl.webhooks.WebhookSender` or ``None``.
+    ``webhooks`` is a :class:`~soketi_impl.webhooks.WebhookSender` or ``None``;
+    ``adapter`` defaults to :class:`~soketi_impl.pusher.adapter.LocalAdapter` (one node).
     ``pong_timeout`` is how long a client may stay silent after the server's ping
     before it is closed with 4201.
     """
@@ -142,9 +144,12 @@ class PusherServer:
         router: Router | None = None,
         *,
         webhooks: Any = None,
+        adapter: Adapter | None = None,
         pong_timeout: float = 30.0,
     ) -> None:
         self.config = config
+        self.adapter: Adapter = adapter if adapter is not None else LocalAdapter()
+        self.adapter.attach(self)
         self.router = router if router is not None else Router()
         self.webhooks = webhooks
         self.pong_timeout = pong_timeout
@@ -580,7 +585,7 @@ class PusherServer:
         payload = encode_event(event, channel, data, user_id)
         if len(payload) > cfg.max_event_payload_in_kb * 1024:
             raise _client_error(f"Client event over {cfg.max_event_payload_in_kb} KB.")
-        app.table.broadcast(channel, payload, sock.sink)
+        self.adapter.publish(app, channel, payload, sock.id)
         wh = self.webhooks
         if wh is not None and wh.wants(cfg, "client_event"):
             wh.client_event(cfg, channel, event, data, sock.id, user_id)
@@ -670,69 +675,42 @@ class PusherServer:
     def publish(
         self, app: AppState, channel: str, event: str, data: Any, socket_id: str | None = None
     ) -> int:
-        """Deliver one event to one channel on this node; returns the number of recipients.
+        """Deliver one event to one channel (through the adapter); returns the local recipients.
 
         ``socket_id`` excludes that connection. On cache channels the event is kept
         for late subscribers (``channel_cache_ttl``).
         """
         payload = encode_event(event, channel, data)
-        exclude = None
-        if socket_id:
-            sock = app.sockets.get(socket_id)
-            if sock is not None:
-                exclude = sock.sink
         if is_cache_channel(channel):
             app.cache[channel] = (payload, time.monotonic() + self.config.channel_cache_ttl)
-        n: int = app.table.broadcast(channel, payload, exclude)
-        return n
+        return self.adapter.publish(app, channel, payload, socket_id)
 
     async def trigger(
         self, app_id: str, channels: Iterable[str], event: str, data: Any, socket_id: str | None = None
     ) -> int:
-        """Trigger ``event`` on ``channels`` of the app (``socket_id`` excluded); returns deliveries here.
+        """Trigger ``event`` on ``channels`` of the app (``socket_id`` excluded); returns local deliveries.
 
         ``#server-to-user-{id}`` channels reach every connection signed in as that user.
+        ``data`` is sent as is when it is a string (the Pusher HTTP API's form), else JSON-encoded.
         """
         app = self.apps[app_id]
         return sum(self.publish(app, channel, event, data, socket_id) for channel in channels)
 
     async def channels(self, app_id: str, prefix: str | None = None) -> dict[str, dict[str, int]]:
         """Occupied channels (optionally by prefix) with ``subscription_count`` and, for presence, ``user_count``."""
-        app = self.apps[app_id]
-        result: dict[str, dict[str, int]] = {}
-        for name in app.table.channels():
-            if name.startswith("#server-to-user-") or (prefix and not name.startswith(prefix)):
-                continue
-            info = {"subscription_count": app.table.count(name)}
-            members = app.presence.get(name)
-            if members is not None:
-                info["user_count"] = len(members)
-            result[name] = info
-        return result
+        return await self.adapter.channels(self.apps[app_id], prefix)
 
     async def channel(self, app_id: str, channel: str) -> dict[str, Any]:
         """``occupied``, ``subscription_count``, ``user_count`` (presence) and ``cache`` of one channel."""
-        app = self.apps[app_id]
-        count = app.table.count(channel)
-        info: dict[str, Any] = {"occupied": count > 0, "subscription_count": count}
-        if channel_kind(channel) == PRESENCE:
-            info["user_count"] = len(app.presence.get(channel, ()))
-        cached = app.cache.get(channel)
-        if cached is not None and cached[1] > time.monotonic():
-            info["cache"] = orjson.loads(cached[0])
-        return info
+        return await self.adapter.channel(self.apps[app_id], channel)
 
     async def presence_users(self, app_id: str, channel: str) -> list[str]:
         """The user ids present in a presence channel."""
-        return list(self.apps[app_id].presence.get(channel, ()))
+        return list(await self.adapter.presence_members(self.apps[app_id], channel))
 
     async def terminate_user_connections(self, app_id: str, user_id: str) -> int:
-        """Close every connection signed in as ``user_id`` with 4009; returns how many."""
-        app = self.apps[app_id]
-        socks = list(app.users.get(user_id, ()))
-        for sock in socks:
-            self.close_socket(sock, 4009, "The app terminated this user's connections.")
-        return len(socks)
+        """Close every connection signed in as ``user_id`` with 4009; returns how many (here)."""
+        return await self.adapter.terminate_user(self.apps[app_id], user_id)
 
     def sockets(self) -> list[Socket]:
         """Every live socket of every app."""
