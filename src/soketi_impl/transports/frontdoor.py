@@ -121,6 +121,12 @@ class PusherListener(WSListener):  # type: ignore[misc]
     # -- picows callbacks --
     def on_ws_connected(self, transport: Any) -> None:
         self.transport = transport
+        # picows keeps the upgrade request and response on the transport for the
+        # connection's lifetime; their header maps are ~1.5 KB per connection that
+        # nothing reads after the handshake.
+        for message in (transport.request, transport.response):
+            if message is not None:
+                message.headers = None
         under = transport.underlying_transport
         self.conn = Connection(
             self.socket_id, self, path=self.path, raw_write=under.write,
@@ -170,7 +176,7 @@ class FrontDoor(asyncio.Protocol):
         self.options = options
         self.new_socket_id = new_socket_id
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: Any = httptools.HttpRequestParser(self)
         self.first = bytearray()  # raw bytes of the first request, for the picows hand-off
         self.in_first = True
         self.url = b""
@@ -178,7 +184,7 @@ class FrontDoor(asyncio.Protocol):
         self.body: list[bytes] = []
         self.body_size = 0
         self.head_size = 0
-        self.queue: deque[HttpRequest] = deque()
+        self.queue: deque[HttpRequest] | None = None  # made on the first plain HTTP request
         self.busy = False
         self.closing = False
         self.head_timer: asyncio.TimerHandle | None = None
@@ -191,7 +197,7 @@ class FrontDoor(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         self.closing = True
-        self.queue.clear()
+        self.queue = None
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -251,6 +257,8 @@ class FrontDoor(asyncio.Protocol):
             body=b"".join(self.body),
             keep_alive=self.parser.should_keep_alive(),
         )
+        if self.queue is None:
+            self.queue = deque()
         self.queue.append(request)
         if not self.busy:
             self._next()
@@ -359,8 +367,14 @@ class FrontDoor(asyncio.Protocol):
             opts.max_frame_size, None, opts.read_buffer_init_size,
         )
         data = bytes(self.first)
-        self.first = bytearray()
         self.closing = True  # this protocol is done with the socket
+        # uvloop may keep a reference to this protocol's data_received after the
+        # switch: drop everything this object holds so only its shell stays alive.
+        self.first = bytearray()
+        self.parser = None
+        self.headers = {}
+        self.body = []
+        self.transport = None
         transport.set_protocol(ws)
         ws.connection_made(transport)
         view = memoryview(data)
