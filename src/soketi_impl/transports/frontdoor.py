@@ -116,7 +116,9 @@ class PusherListener(WSListener):  # type: ignore[misc]
             return
         if not t.is_close_frame_sent:
             t.send_close(code or 1000, (reason or "").encode()[:120])
-        t.disconnect()
+        # A peer that is over capacity (4100) is not reading: a graceful close would
+        # wait for its full write buffer to drain, so abort.
+        t.disconnect(code != 4100)
 
     # -- picows callbacks --
     def on_ws_connected(self, transport: Any) -> None:
