@@ -262,12 +262,7 @@ class PusherServer:
         if sock.user_id is not None:
             self._sign_out(sock)
         if sock.watchlist:
-            for uid in sock.watchlist:
-                watchers = app.watchers.get(uid)
-                if watchers is not None:
-                    watchers.discard(sock)
-                    if not watchers:
-                        del app.watchers[uid]
+            self._unwatch(sock)
         app.sockets.remove(sock.id)
         app.stats.disconnections += 1
         app.stats.connected -= 1
@@ -616,6 +611,9 @@ class PusherServer:
         assert isinstance(user, dict)
         if sock.user_id is not None:
             self._sign_out(sock)
+        if sock.watchlist:
+            # a new sign-in brings its own watchlist (or none): stop watching the old one
+            self._unwatch(sock)
         sock.user_id = uid
         if sock.auth_timer is not None:
             sock.auth_timer.cancel()
@@ -657,6 +655,17 @@ class PusherServer:
             if not conns:
                 del app.users[uid]
                 self._notify_watchers(app, uid, "offline")
+
+    def _unwatch(self, sock: Socket) -> None:
+        app = sock.app
+        assert app is not None and sock.watchlist is not None
+        for uid in sock.watchlist:
+            watchers = app.watchers.get(uid)
+            if watchers is not None:
+                watchers.discard(sock)
+                if not watchers:
+                    del app.watchers[uid]
+        sock.watchlist = None
 
     def _notify_watchers(self, app: AppState, uid: str, name: str) -> None:
         watchers = app.watchers.get(uid)

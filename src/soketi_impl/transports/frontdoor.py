@@ -20,11 +20,12 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httptools
 from picows import WSAutoPingStrategy, WSListener, WSMsgType
-from picows.picows import WSProtocol
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows's stubs
 
 from ..connection import Connection
 from ..router import Router
@@ -88,21 +89,26 @@ def health_handler(request: HttpRequest) -> HttpResponse:
     return HttpResponse(404, b'{"error":"Not found"}')
 
 
-class PusherListener(WSListener):  # type: ignore[misc]
+class PusherListener(WSListener):
     """The picows listener of one WebSocket connection: feeds the router.
 
     It is the ``native`` of its :class:`Connection` (``send``/``close``) and gives the
     fan-out a raw write path: pre-framed bytes straight to the socket transport.
     """
 
-    __slots__ = ("router", "path", "conn", "transport", "socket_id")
+    __slots__ = ("router", "path", "conn", "transport", "socket_id", "max_message", "fragments", "fragments_size")
 
-    def __init__(self, router: Router, path: str, socket_id: str) -> None:
+    def __init__(self, router: Router, path: str, socket_id: str, max_message: int = 101 * 1024) -> None:
         self.router = router
         self.path = path
         self.socket_id = socket_id
         self.conn: Connection | None = None
         self.transport: Any = None
+        #: largest message reassembled from fragments (a single frame is bounded by picows)
+        self.max_message = max_message
+        #: the frames so far of a fragmented text message, or None
+        self.fragments: list[bytes] | None = None
+        self.fragments_size = 0
 
     # -- native socket interface for Connection --
     def send(self, message: str | bytes) -> None:
@@ -120,6 +126,17 @@ class PusherListener(WSListener):  # type: ignore[misc]
         # wait for its full write buffer to drain, so abort.
         t.disconnect(code != 4100)
 
+    def raw_write(self, data: bytes) -> None:
+        """Pre-framed bytes straight to the socket, until our close frame is out.
+
+        picows writes a close frame at once (a protocol error, or the reply to the
+        peer's close) while replies queued in the same loop iteration are flushed
+        later: RFC 6455 5.5.1 allows no data frame after the close frame, so drop them.
+        """
+        t = self.transport
+        if t is not None and not t.is_close_frame_sent:
+            t.underlying_transport.write(data)
+
     # -- picows callbacks --
     def on_ws_connected(self, transport: Any) -> None:
         self.transport = transport
@@ -131,7 +148,7 @@ class PusherListener(WSListener):  # type: ignore[misc]
                 message.headers = None
         under = transport.underlying_transport
         self.conn = Connection(
-            self.socket_id, self, path=self.path, raw_write=under.write,
+            self.socket_id, self, path=self.path, raw_write=self.raw_write,
             write_buffer_size=under.get_write_buffer_size,
         )
         self.router.feed("new", self.conn)
@@ -139,7 +156,24 @@ class PusherListener(WSListener):  # type: ignore[misc]
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
         kind = frame.msg_type
         if kind == WSMsgType.TEXT:
-            self.router.feed("message", self.conn, frame.get_payload_as_bytes())
+            if not frame.fin:
+                # A fragmented message (legal, though no Pusher client sends one):
+                # reassemble it, or the first fragment would be parsed as a whole message.
+                self.fragments = [frame.get_payload_as_bytes()]
+                self.fragments_size = frame.payload_size
+            elif self.conn is not None:
+                self.router.feed("message", self.conn, frame.get_payload_as_bytes())
+        elif kind == WSMsgType.CONTINUATION and self.fragments is not None:
+            self.fragments.append(frame.get_payload_as_bytes())
+            self.fragments_size += frame.payload_size
+            if self.fragments_size > self.max_message:
+                self.fragments = None
+                self.close(1009, "Message too big.")
+            elif frame.fin:
+                message = b"".join(self.fragments)
+                self.fragments = None
+                if self.conn is not None:
+                    self.router.feed("message", self.conn, message)
         elif kind == WSMsgType.CLOSE:
             if not transport.is_close_frame_sent:
                 transport.send_close(frame.get_close_code())
@@ -189,6 +223,8 @@ class FrontDoor(asyncio.Protocol):
         self.queue: deque[HttpRequest] | None = None  # made on the first plain HTTP request
         self.busy = False
         self.closing = False
+        self.out: list[bytes] = []
+        self.close_after_flush = False
         self.head_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --
@@ -284,8 +320,11 @@ class FrontDoor(asyncio.Protocol):
             self.transport.close()
 
     def _next(self) -> None:
-        """Answer queued requests one at a time, in order (pipelining-safe)."""
-        while self.queue and not self.closing:
+        """Answer queued requests one at a time, in order (pipelining-safe).
+
+        The answers to every request that one read brought in leave in one write.
+        """
+        while self.queue and not self.closing and not self.close_after_flush:
             request = self.queue.popleft()
             try:
                 result = self.http_handler(request)
@@ -295,12 +334,13 @@ class FrontDoor(asyncio.Protocol):
             if inspect.isawaitable(result):
                 self.busy = True
                 task = asyncio.ensure_future(result)
-                task.add_done_callback(lambda t, r=request: self._done(t, r))
-                return
+                task.add_done_callback(partial(self._done, request=request))
+                break
             assert isinstance(result, HttpResponse)
             self._write(result, request.keep_alive)
+        self._flush()
 
-    def _done(self, task: asyncio.Future[HttpResponse], request: HttpRequest) -> None:
+    def _done(self, task: asyncio.Future[HttpResponse], *, request: HttpRequest) -> None:
         self.busy = False
         if self.closing:
             return
@@ -315,20 +355,29 @@ class FrontDoor(asyncio.Protocol):
         self._next()
 
     def _write(self, response: HttpResponse, keep_alive: bool) -> None:
-        t = self.transport
-        if t is None or t.is_closing():
-            return
+        """Queue one response; :meth:`_flush` writes what is queued."""
         reason = _REASONS.get(response.status, "Unknown")
-        lines = [
-            f"HTTP/1.1 {response.status} {reason}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
-        ]
+        lines = [f"HTTP/1.1 {response.status} {reason}"]
+        if response.status != 204:  # a 204 has no content, so no content headers
+            lines.append(f"Content-Type: {response.content_type}")
+            lines.append(f"Content-Length: {len(response.body)}")
         lines += [f"{k}: {v}" for k, v in response.headers]
         if not keep_alive:
             lines.append("Connection: close")
-        t.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body)
+        self.out.append(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body)
         if not keep_alive:
+            self.close_after_flush = True
+
+    def _flush(self) -> None:
+        t = self.transport
+        if not self.out:
+            return
+        data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+        self.out.clear()
+        if t is None or t.is_closing():
+            return
+        t.write(data)
+        if self.close_after_flush:
             self.closing = True
             t.close()
 
@@ -360,7 +409,7 @@ class FrontDoor(asyncio.Protocol):
         router = self.router
 
         def factory(request: Any) -> PusherListener:
-            return PusherListener(router, path, socket_id)
+            return PusherListener(router, path, socket_id, self.options.max_frame_size)
 
         opts = self.options
         ws = WSProtocol(

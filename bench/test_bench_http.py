@@ -1,0 +1,124 @@
+"""Micro benchmarks of the HTTP API's per-request path, in process (no sockets).
+
+Run: ``PYTHONPATH=src pytest bench/test_bench_http.py --benchmark-enable``
+
+- ``signature``: :func:`check_signature` of a signed trigger (query parse + HMAC + MD5);
+- ``parse``: JSON body -> validated :class:`EventRequest`;
+- ``handle``: the whole :meth:`HttpApi.handle` of a trigger to an empty channel
+  (routing, signature, parse, the in-process trigger, the JSON answer, stats);
+- ``handle_100``: the same to a channel with 100 in-memory subscribers, flush included.
+
+Without ``--benchmark-enable`` each case runs once, as a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httptools
+import pytest
+
+from soketi_impl._fanout import Sink
+from soketi_impl.config import load_config
+from soketi_impl.pusher.http_api import (
+    HmacSha256,
+    HttpApi,
+    check_signature,
+    parse_event,
+    parse_query,
+)
+from soketi_impl.pusher.server import PusherServer
+from soketi_impl.transports.frontdoor import HttpRequest
+
+APP_ID, APP_KEY, APP_SECRET = "1234", "app-key", "app-secret"
+
+
+def signed(channel: str) -> HttpRequest:
+    body = json.dumps({"name": "bench-event", "channel": channel, "data": "x" * 64}).encode()
+    path = f"/apps/{APP_ID}/events"
+    params = {
+        "auth_key": APP_KEY,
+        "auth_timestamp": str(int(time.time())),
+        "auth_version": "1.0",
+        "body_md5": hashlib.md5(body).hexdigest(),
+    }
+    query = "&".join(f"{k}={params[k]}" for k in sorted(params))
+    sig = hmac.new(
+        APP_SECRET.encode(), f"POST\n{path}\n{query}".encode(), hashlib.sha256
+    ).hexdigest()
+    url = httptools.parse_url(f"{path}?{query}&auth_signature={sig}".encode())
+    return HttpRequest(
+        "POST", url.path.decode(), url.query.decode(), {"content-type": "application/json"}, body
+    )
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    asyncio.set_event_loop(lp)
+    yield lp
+    asyncio.set_event_loop(None)
+    lp.close()
+
+
+@pytest.fixture
+def api(loop: asyncio.AbstractEventLoop) -> HttpApi:
+    cfg = load_config(None, environ={"SOKETI_DEFAULT_APP_ID": APP_ID})
+    return HttpApi(PusherServer(cfg), cfg)
+
+
+def test_signature(benchmark: Any) -> None:
+    req = signed("bench")
+    now = time.time()
+    mac = HmacSha256(APP_SECRET.encode())  # prepared once per app, as HttpApi does
+
+    def run() -> None:
+        check_signature("POST", (req.path,), parse_query(req.query), req.body, APP_KEY, mac, now)
+
+    benchmark(run)
+
+
+def test_parse(benchmark: Any, api: HttpApi) -> None:
+    import orjson
+
+    req = signed("bench")
+    cfg = api.pusher.app(APP_ID).config
+    ev = benchmark(lambda: parse_event(orjson.loads(req.body), cfg))
+    assert ev.channels == ["bench"]
+
+
+def test_handle(benchmark: Any, api: HttpApi) -> None:
+    req = signed("bench")
+    resp = benchmark(api.handle, req)
+    assert resp.status == 200 and resp.body == b"{}"
+
+
+def test_handle_100_subscribers(
+    benchmark: Any, api: HttpApi, loop: asyncio.AbstractEventLoop
+) -> None:
+    app = api.pusher.app(APP_ID)
+
+    async def setup() -> Any:
+        ob = api.pusher.outbox
+        for _ in range(100):
+            app.table.add("bench", Sink(ob, app.stats, write=collections.deque(maxlen=1).append))
+        return ob
+
+    ob = loop.run_until_complete(setup())
+    req = signed("bench")
+
+    def run() -> Any:
+        resp = api.handle(req)
+        ob.flush()
+        return resp
+
+    resp = benchmark(run)
+    assert resp.status == 200
+    assert app.stats.deliveries >= 100
