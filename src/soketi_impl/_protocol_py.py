@@ -179,7 +179,9 @@ def parse_client_message(
     return event, channel, msg.get("data")
 
 
-def encode_event(event: str, channel: str | None, data: object, user_id: str | None = None) -> bytes:
+def encode_event(
+    event: str, channel: str | None, data: object, user_id: str | None = None
+) -> bytes:
     """The server-to-client frame ``{"event","channel","data","user_id"}`` as compact JSON.
 
     ``channel``, ``data`` and ``user_id`` are left out when None. ``data`` always
