@@ -720,11 +720,6 @@ async def test_server_pings_a_silent_client(quick_server: ServerProcess) -> None
         await c.alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pong timeout is fixed at 30 s (PusherServer(pong_timeout=30)); needs a config knob "
-    "(e.g. SOKETI_PONG_TIMEOUT) for this test to run in a second",
-)
 async def test_silent_client_closed_4201(quick_server: ServerProcess) -> None:
     async with client(quick_server) as c:
         await c.recv(skip_pings=False)  # the server's ping, left unanswered

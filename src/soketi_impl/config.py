@@ -19,7 +19,7 @@ Where we differ from soketi, on purpose:
 - Environment values parse as JSON only for non-string settings, so an app id such
   as ``007`` or a secret such as ``1e5`` stays the string it was written as.
 - A few settings soketi lacks get soketi-style names: ``SOKETI_HOST`` (``host``),
-  ``SOKETI_ACTIVITY_TIMEOUT`` (``activityTimeout``),
+  ``SOKETI_ACTIVITY_TIMEOUT`` (``activityTimeout``), ``SOKETI_PONG_TIMEOUT`` (``pongTimeout``),
   ``SOKETI_WEBSOCKET_MAX_MESSAGE_SIZE_IN_KB`` (``websocket.maxMessageSizeInKb``) and
   ``SOKETI_CORS_ORIGIN`` (soketi's file key ``cors.origin``).
 - soketi variables we accept but do not implement (SSL, NATS, SQL app managers,
@@ -143,6 +143,9 @@ class Config:
     channel_cache_ttl: int = 3600
     #: seconds, what ``pusher:connection_established`` advertises
     activity_timeout: int = 30
+    #: seconds a client may stay silent after the server's ``pusher:ping`` before it
+    #: is closed with 4201 (``SOKETI_PONG_TIMEOUT``, ``pongTimeout``; pusher-js waits 30)
+    pong_timeout: float = 30
     #: largest client WebSocket message accepted
     max_message_size_kb: float = 100
     #: largest HTTP API request body; soketi's ``SOKETI_HTTP_MAX_REQUEST_SIZE`` is in MB
@@ -453,6 +456,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("debug", "SOKETI_DEBUG", "debug", _BOOL),
     _Setting("mode", "SOKETI_MODE", None, _Kind(_choice("full", "server"), text=True)),
     _Setting("activityTimeout", "SOKETI_ACTIVITY_TIMEOUT", "activity_timeout", _int_kind(1)),
+    _Setting("pongTimeout", "SOKETI_PONG_TIMEOUT", "pong_timeout", _POSITIVE),
     _Setting(
         "websocket.maxMessageSizeInKb",
         "SOKETI_WEBSOCKET_MAX_MESSAGE_SIZE_IN_KB",

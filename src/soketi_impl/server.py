@@ -130,8 +130,10 @@ async def _serve(config: Config) -> int:
 def run(config: Config) -> int:
     """Serve until SIGTERM or SIGINT, on uvloop; returns the exit code (0 after a clean stop)."""
     if not config.debug:
-        # picows logs every accepted connection at INFO: too much for an operator.
-        logging.getLogger("soketi_impl.picows").setLevel(logging.WARNING)
+        # picows logs every accepted connection at INFO, and every client's protocol
+        # error at ERROR: a misbehaving client could flood the log. Our own debug lines
+        # say what happened to a connection.
+        logging.getLogger("soketi_impl.picows").setLevel(logging.CRITICAL)
     if sys.platform != "win32":
         import uvloop
 

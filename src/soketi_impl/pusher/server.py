@@ -134,8 +134,8 @@ class PusherServer:
 
     ``webhooks`` is a :class:`~soketi_impl.webhooks.WebhookSender` or ``None``;
     ``adapter`` defaults to :class:`~soketi_impl.pusher.adapter.LocalAdapter` (one node).
-    ``pong_timeout`` is how long a client may stay silent after the server's ping
-    before it is closed with 4201.
+    ``pong_timeout`` (default ``config.pong_timeout``) is how long a client may stay
+    silent after the server's ping before it is closed with 4201.
     """
 
     def __init__(
@@ -145,14 +145,14 @@ class PusherServer:
         *,
         webhooks: Any = None,
         adapter: Adapter | None = None,
-        pong_timeout: float = 30.0,
+        pong_timeout: float | None = None,
     ) -> None:
         self.config = config
         self.adapter: Adapter = adapter if adapter is not None else LocalAdapter()
         self.adapter.attach(self)
         self.router = router if router is not None else Router()
         self.webhooks = webhooks
-        self.pong_timeout = pong_timeout
+        self.pong_timeout = config.pong_timeout if pong_timeout is None else pong_timeout
         self.apps: dict[str, AppState] = {}
         self.apps_by_key: dict[str, AppState] = {}
         for app_config in config.apps:
