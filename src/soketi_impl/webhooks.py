@@ -59,22 +59,14 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
+from .config import WEBHOOK_EVENT_TYPES
+
 __all__ = ["EVENT_TYPES", "AppLike", "WebhookLike", "WebhookSender", "sign"]
 
 log = logging.getLogger("soketi_impl.webhooks")
 
-#: The event types a webhook may subscribe to.
-EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "channel_occupied",
-        "channel_vacated",
-        "member_added",
-        "member_removed",
-        "client_event",
-        "cache_miss",
-        "subscription_count",
-    }
-)
+#: The event types a webhook may subscribe to (defined once, with the config).
+EVENT_TYPES: frozenset[str] = WEBHOOK_EVENT_TYPES
 
 # Bounds one request body: a batch of client events can carry 100 KB each.
 _MAX_BATCH_EVENTS = 100
