@@ -19,6 +19,8 @@ import sys
 from typing import Any
 
 from .config import Config
+from .errors import SoketiError
+from .pusher.adapter import Adapter, LocalAdapter
 from .pusher.server import PusherServer, new_socket_id
 from .router import Router
 from .transports.frontdoor import FrontDoor, FrontDoorOptions, HttpRequest, HttpResponse, health_handler
@@ -37,10 +39,19 @@ def _http_api_factory(pusher: PusherServer, config: Config) -> Any:
     return HttpApi(pusher, config).handle
 
 
+def _adapter_for(config: Config) -> Adapter:
+    """The adapter ``config.adapter_driver`` names: one node (local) or several through Redis."""
+    if config.adapter_driver == "redis":
+        from .pusher.redis_adapter import RedisAdapter
+
+        return RedisAdapter(config)
+    return LocalAdapter()
+
+
 class Server:
     """A listening Pusher server: :meth:`start`, :meth:`stop`, and ``pusher`` for the in-process API."""
 
-    def __init__(self, config: Config, *, router: Router | None = None) -> None:
+    def __init__(self, config: Config, *, router: Router | None = None, adapter: Adapter | None = None) -> None:
         self.config = config
         self.webhooks: Any = None
         if any(app.webhooks for app in config.apps):
@@ -49,7 +60,10 @@ class Server:
             self.webhooks = WebhookSender(
                 batching=config.webhooks_batching, batching_ms=config.webhooks_batching_duration_ms
             )
-        self.pusher = PusherServer(config, router, webhooks=self.webhooks)
+        self.pusher = PusherServer(
+            config, router, webhooks=self.webhooks,
+            adapter=adapter if adapter is not None else _adapter_for(config),
+        )
         self.router = self.pusher.router
         self.http_handler = _http_api_factory(self.pusher, config)
         self.options = FrontDoorOptions(
@@ -67,8 +81,12 @@ class Server:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        """Start webhooks, metrics and the listening socket."""
+        """Connect the adapter (Redis), start webhooks, metrics and the listening socket.
+
+        Raises :class:`~soketi_impl.errors.SoketiError` when the adapter cannot connect.
+        """
         loop = asyncio.get_running_loop()
+        await self.pusher.adapter.start()
         if self.webhooks is not None:
             await self.webhooks.start()
         if self.config.metrics_enabled:
@@ -97,6 +115,7 @@ class Server:
         if self._server is not None:
             self._server.close()
         await self.pusher.shutdown(grace)
+        await self.pusher.adapter.close()
         if self.webhooks is not None:
             await self.webhooks.close(max(0.1, grace / 1000))
         if self._metrics is not None:
@@ -110,6 +129,10 @@ async def _serve(config: Config) -> int:
         await server.start()
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
+        await server.pusher.adapter.close()
+        return 1
+    except SoketiError as exc:  # e.g. Redis unreachable
+        log.error("%s", exc.message)
         return 1
     apps = ", ".join(f"{a.id} (key {a.key})" for a in config.apps) or "none"
     log.warning(

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._protocol import PRESENCE, channel_kind
+from .._protocol import PRESENCE, channel_kind, encode_event
 
 if TYPE_CHECKING:
-    from .server import AppState, PusherServer
+    from .server import AppState, PusherServer, Socket
 
 __all__ = ["Adapter", "LocalAdapter"]
 
@@ -29,6 +29,12 @@ class Adapter:
     def attach(self, server: PusherServer) -> None:
         """Called once by the server that uses this adapter."""
         raise NotImplementedError
+
+    async def start(self) -> None:
+        """Connect to the other nodes, if any; called before the server listens.
+
+        Raises a :class:`~soketi_impl.errors.SoketiError` when that is impossible.
+        """
 
     def publish(self, app: AppState, channel: str, payload: bytes, except_socket_id: str | None) -> int:
         """Deliver a server-encoded event to the channel's subscribers on every node.
@@ -51,6 +57,24 @@ class Adapter:
 
     async def terminate_user(self, app: AppState, user_id: str) -> int:
         """Close every connection of ``user_id`` with 4009; returns how many were closed here."""
+        raise NotImplementedError
+
+    def presence_join(self, sock: Socket, channel: str, user_id: str, user_info: Any) -> None:
+        """``sock`` (already in the channel's table) joins a presence channel as ``user_id``.
+
+        Records the membership, sends ``pusher_internal:subscription_succeeded`` with
+        the members to ``sock`` and, when this is the user's first connection in the
+        channel, ``pusher_internal:member_added`` to the other subscribers (and the
+        ``member_added`` webhook). An adapter may answer later (after a round trip).
+        """
+        raise NotImplementedError
+
+    def presence_leave(self, sock: Socket, channel: str, user_id: str) -> None:
+        """``sock`` (already out of the channel's table) left a presence channel.
+
+        When it was the user's last connection in the channel, sends
+        ``pusher_internal:member_removed`` to the subscribers (and the webhook).
+        """
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -104,3 +128,45 @@ class LocalAdapter(Adapter):
         for sock in socks:
             self.server.close_socket(sock, 4009, "The app terminated this user's connections.")
         return len(socks)
+
+    def presence_join(self, sock: Socket, channel: str, user_id: str, user_info: Any) -> None:
+        app = sock.app
+        assert app is not None
+        members = app.presence.setdefault(channel, {})
+        entry = members.get(user_id)
+        if sock.presence is None:
+            sock.presence = {}
+        sock.presence[channel] = user_id
+        if entry is None:
+            members[user_id] = [1, user_info]
+        else:
+            entry[0] += 1
+        sock.send(self.server._succeeded(app, channel, PRESENCE))
+        if entry is None:
+            added = encode_event(
+                "pusher_internal:member_added", channel,
+                orjson.dumps({"user_id": user_id, "user_info": user_info}).decode(),
+            )
+            app.table.broadcast(channel, added, sock.sink)
+            if self.server.webhooks is not None:
+                self.server.webhooks.member_added(app.config, channel, user_id)
+
+    def presence_leave(self, sock: Socket, channel: str, user_id: str) -> None:
+        app = sock.app
+        assert app is not None
+        members = app.presence.get(channel)
+        entry = members.get(user_id) if members is not None else None
+        if members is None or entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] > 0:
+            return
+        del members[user_id]
+        if not members:
+            del app.presence[channel]
+        removed = encode_event(
+            "pusher_internal:member_removed", channel, orjson.dumps({"user_id": user_id}).decode()
+        )
+        app.table.broadcast(channel, removed, sock.sink)
+        if self.server.webhooks is not None:
+            self.server.webhooks.member_removed(app.config, channel, user_id)

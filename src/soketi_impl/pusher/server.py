@@ -467,25 +467,8 @@ class PusherServer:
         return uid, info
 
     def _join_presence(self, sock: Socket, channel: str, uid: str, info: Any) -> None:
-        app = sock.app
-        assert app is not None
-        members = app.presence.setdefault(channel, {})
-        entry = members.get(uid)
-        if sock.presence is None:
-            sock.presence = {}
-        sock.presence[channel] = uid
-        if entry is None:
-            members[uid] = [1, info]
-        else:
-            entry[0] += 1
-        sock.send(self._succeeded(app, channel, PRESENCE))
-        if entry is None:
-            added = encode_event(
-                "pusher_internal:member_added", channel, orjson.dumps({"user_id": uid, "user_info": info}).decode()
-            )
-            app.table.broadcast(channel, added, sock.sink)
-            if self.webhooks is not None:
-                self.webhooks.member_added(app.config, channel, uid)
+        # Membership, subscription_succeeded and member_added may involve other nodes.
+        self.adapter.presence_join(sock, channel, uid, info)
 
     def _succeeded(self, app: AppState, channel: str, kind: int) -> bytes:
         if kind != PRESENCE:
@@ -532,20 +515,7 @@ class PusherServer:
         if sock.presence is not None:
             uid = sock.presence.pop(channel, None)
             if uid is not None:
-                members = app.presence.get(channel)
-                entry = members.get(uid) if members is not None else None
-                if members is not None and entry is not None:
-                    entry[0] -= 1
-                    if entry[0] <= 0:
-                        del members[uid]
-                        if not members:
-                            del app.presence[channel]
-                        removed = encode_event(
-                            "pusher_internal:member_removed", channel, orjson.dumps({"user_id": uid}).decode()
-                        )
-                        app.table.broadcast(channel, removed, sock.sink)
-                        if wh is not None:
-                            wh.member_removed(app.config, channel, uid)
+                self.adapter.presence_leave(sock, channel, uid)
         if wh is not None:
             if channel not in app.table:
                 wh.channel_vacated(app.config, channel)
