@@ -35,7 +35,12 @@ def serve(kind: str, port: int) -> None:
 
     from soketi_impl import Router
     from soketi_impl.pusher.server import new_socket_id
-    from soketi_impl.transports.frontdoor import FrontDoor, FrontDoorOptions, PusherListener, health_handler
+    from soketi_impl.transports.frontdoor import (
+        FrontDoor,
+        FrontDoorOptions,
+        PusherListener,
+        health_handler,
+    )
 
     router = Router()
     established = b'{"event":"pusher:connection_established","data":"{\\"socket_id\\":\\"1.1\\",\\"activity_timeout\\":30}"}'

@@ -1,6 +1,5 @@
 """The seed's pseudo-server made real on picows + uvloop: greets, then broadcasts every message."""
 
-import asyncio
 import itertools
 import sys
 

@@ -92,7 +92,7 @@ async def test_connection_established() -> None:
 
 @pytest.mark.parametrize(
     "path, code",
-    [(f"/app/nope", 4001), (f"/app/{KEY}?protocol=3", 4007), ("/other", 4001)],
+    [("/app/nope", 4001), (f"/app/{KEY}?protocol=3", 4007), ("/other", 4001)],
 )
 async def test_refused(path: str, code: int) -> None:
     c = await Client(make_server(), path=path).open()

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from soketi_impl import Connection, Connections, DuplicateConnection, Router, UnknownProtocol, default_router
+from soketi_impl import (
+    Connection,
+    Connections,
+    DuplicateConnection,
+    Router,
+    UnknownProtocol,
+    default_router,
+)
 
 
 class SyncNative:

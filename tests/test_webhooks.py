@@ -173,7 +173,9 @@ async def test_each_immediate_event_type_is_signed_and_shaped(receiver: Receiver
 
     events = all_events(hits)
     assert len(hits) == 6  # no batching: one request per event
-    key = lambda e: json.dumps(e, sort_keys=True)
+    def key(e: object) -> str:
+        return json.dumps(e, sort_keys=True)
+
     assert sorted(events, key=key) == sorted(
         [
             {"name": "channel_occupied", "channel": "ch-1"},

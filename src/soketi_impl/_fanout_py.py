@@ -275,7 +275,7 @@ class Sink:
                     return
                 try:
                     send(payload)
-                except Exception:  # noqa: BLE001 - any transport error closes only this sink
+                except Exception:
                     self._fail()
                     return
         else:
@@ -283,13 +283,13 @@ class Sink:
             assert write is not None
             try:
                 write(pending if type(pending) is bytes else bytes(pending))
-            except Exception:  # noqa: BLE001 - any transport error closes only this sink
+            except Exception:
                 self._fail()
                 return
         if self._buffer_size is not None and not self.closed:
             try:
                 over = self._buffer_size() > self.max_buffer
-            except Exception:  # noqa: BLE001 - any transport error closes only this sink
+            except Exception:
                 self._fail()
                 return
             if over:
@@ -297,7 +297,7 @@ class Sink:
                 if self._on_overflow is not None:
                     try:
                         self._on_overflow(self)
-                    except Exception:  # noqa: BLE001 - a faulty callback must not stop the flush
+                    except Exception:
                         self._outbox.errors += 1
 
     def __repr__(self) -> str:

@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar, overload
 from .connection import Connection
 from .errors import UnknownProtocol
 
-__all__ = ["Router", "HandlerProtocol", "default_router"]
+__all__ = ["HandlerProtocol", "Router", "default_router"]
 
 log = logging.getLogger("soketi_impl.router")
 

@@ -23,7 +23,13 @@ from .errors import SoketiError
 from .pusher.adapter import Adapter, LocalAdapter
 from .pusher.server import PusherServer, new_socket_id
 from .router import Router
-from .transports.frontdoor import FrontDoor, FrontDoorOptions, HttpRequest, HttpResponse, health_handler
+from .transports.frontdoor import (
+    FrontDoor,
+    FrontDoorOptions,
+    HttpRequest,
+    HttpResponse,
+    health_handler,
+)
 
 __all__ = ["Server", "run"]
 

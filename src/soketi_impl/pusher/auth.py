@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-__all__ = ["sign", "check_auth", "channel_auth_string", "user_auth_string"]
+__all__ = ["channel_auth_string", "check_auth", "sign", "user_auth_string"]
 
 
 def sign(secret: str, message: str) -> str:

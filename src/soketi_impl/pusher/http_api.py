@@ -355,7 +355,7 @@ def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Generator[Any, Any, A
     while True:
         try:
             sent = yield yielded
-        except BaseException as exc:  # noqa: BLE001  # cancellation too: the coroutine decides
+        except BaseException as exc:  # cancellation too: the coroutine decides
             try:
                 yielded = coro.throw(exc)
             except StopIteration as done:

@@ -30,7 +30,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in pic
 from ..connection import Connection
 from ..router import Router
 
-__all__ = ["FrontDoor", "HttpRequest", "HttpResponse", "PusherListener", "FrontDoorOptions"]
+__all__ = ["FrontDoor", "FrontDoorOptions", "HttpRequest", "HttpResponse", "PusherListener"]
 
 log = logging.getLogger("soketi_impl.http")
 # One shared logger for every picows connection: a plain Logger would make picows
