@@ -48,7 +48,7 @@ class Connection:
     """
 
     __slots__ = (
-        "id", "_send", "_close", "closed", "state", "_queue", "path", "raw_write",
+        "id", "_native", "_send", "_close", "closed", "state", "_queue", "path", "raw_write",
         "write_buffer_size", "__weakref__",
     )
 
@@ -63,11 +63,11 @@ class Connection:
         raw_write: Callable[[bytes], Any] | None = None,
         write_buffer_size: Callable[[], int] | None = None,
     ) -> None:
-        if native is not None:
-            send = send or native.send
-            close = close or native.close
-        if send is None or close is None:
+        if native is None and (send is None or close is None):
             raise TypeError("Connection needs a native socket or both send= and close=")
+        # With a native socket its methods are looked up per call rather than kept as
+        # two bound-method objects: 128 bytes less per connection.
+        self._native = native
         self.id = id
         #: The request path and query the client connected with (``/app/KEY?protocol=7``):
         #: the Pusher handlers read the app key from it.
@@ -77,8 +77,8 @@ class Connection:
         self.raw_write = raw_write
         #: Optional: the transport's write buffer size, for backpressure.
         self.write_buffer_size = write_buffer_size
-        self._send: SendFn = send
-        self._close: CloseFn = close
+        self._send: SendFn | None = send
+        self._close: CloseFn | None = close
         self.closed = False
         self.state: Any = None
         # Messages waiting behind an async native send, so order is kept.
@@ -96,7 +96,7 @@ class Connection:
             self._queue.append(message)
             return True
         try:
-            result = self._send(message)
+            result = (self._send or self._native.send)(message)  # type: ignore[union-attr]
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:  # the socket went away under us
@@ -121,7 +121,7 @@ class Connection:
             self._queue.append(message)
             return True
         try:
-            result = self._send(message)
+            result = (self._send or self._native.send)(message)  # type: ignore[union-attr]
         except Exception as exc:
             log.debug("send on %s failed: %r", self.id, exc)
             self.closed = True
@@ -139,7 +139,7 @@ class Connection:
             await first
             self._queue.popleft()
             while self._queue and not self.closed:
-                result = self._send(self._queue[0])
+                result = (self._send or self._native.send)(self._queue[0])  # type: ignore[union-attr]
                 if inspect.isawaitable(result):
                     await result
                 self._queue.popleft()
@@ -150,10 +150,11 @@ class Connection:
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close the native socket (once); errors from it are logged, not raised."""
-        if self.closed and self._close is None:
+        if self._close is _noop:
             return
+        close = self._close or self._native.close  # type: ignore[union-attr]
+        self._close = _noop
         self.closed = True
-        close, self._close = self._close, _noop
         try:
             if code is None and reason is None:
                 result = close()

@@ -105,8 +105,9 @@ class Server:
                 registry.set_webhook_source(self.webhooks)
             self._metrics = MetricsServer(registry)
             await self._metrics.start(self.config.metrics_host, self.config.metrics_port)
+        handle_http = self._handle_http  # one bound method for every connection
         self._server = await loop.create_server(
-            lambda: FrontDoor(self.router, self._handle_http, self.options, new_socket_id),
+            lambda: FrontDoor(self.router, handle_http, self.options, new_socket_id),
             self.config.host, self.config.port, reuse_address=True, backlog=4096,
         )
 

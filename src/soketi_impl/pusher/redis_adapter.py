@@ -747,7 +747,8 @@ class RedisAdapter(Adapter):
     def _refuse_full(self, app: AppState, sock: Socket, channel: str, user_id: str) -> None:
         assert sock.presence is not None
         sock.presence.pop(channel, None)
-        sock.channels.discard(channel)
+        if channel in sock.channels:
+            sock.channels.remove(channel)
         members = app.presence.get(channel)
         entry = members.get(user_id) if members is not None else None
         if members is not None and entry is not None:

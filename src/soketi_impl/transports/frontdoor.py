@@ -37,6 +37,14 @@ log = logging.getLogger("soketi_impl.http")
 # create a child Logger per connection (memory that is never given back).
 _picows_log = logging.LoggerAdapter(logging.getLogger("soketi_impl.picows"), {})
 
+#: Unsent bytes a WebSocket connection may have queued before it is closed with 4100.
+MAX_WRITE_BUFFER = 4 * 1024 * 1024
+
+# Shared empty values for a front door that handed its socket to picows.
+_EMPTY = bytearray()
+_NO_HEADERS: dict[str, str] = {}
+_NO_BODY: list[bytes] = []
+
 _REASONS = {
     200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Payload Too Large",
@@ -135,7 +143,16 @@ class PusherListener(WSListener):
         """
         t = self.transport
         if t is not None and not t.is_close_frame_sent:
-            t.underlying_transport.write(data)
+            under = t.underlying_transport
+            under.write(data)
+            # Backpressure lives here rather than in the Sink, which saves every
+            # connection a bound method: a peer that does not read is cut off (4100).
+            if under.get_write_buffer_size() > MAX_WRITE_BUFFER:
+                log.info("socket %s cannot keep up (write buffer over %d bytes): closing with 4100",
+                         self.socket_id, MAX_WRITE_BUFFER)
+                self.close(4100, "Over capacity: the client is not reading fast enough.")
+
+    __call__ = raw_write
 
     # -- picows callbacks --
     def on_ws_connected(self, transport: Any) -> None:
@@ -145,12 +162,11 @@ class PusherListener(WSListener):
         # nothing reads after the handshake.
         for message in (transport.request, transport.response):
             if message is not None:
-                message.headers = None
-        under = transport.underlying_transport
-        self.conn = Connection(
-            self.socket_id, self, path=self.path, raw_write=self.raw_write,
-            write_buffer_size=under.get_write_buffer_size,
-        )
+                message.headers = message.version = None
+                if message is transport.request:
+                    message.path = message.method = None
+        # The listener itself is the raw writer (``__call__``): no bound method to keep.
+        self.conn = Connection(self.socket_id, self, path=self.path, raw_write=self)
         self.router.feed("new", self.conn)
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
@@ -199,6 +215,14 @@ class PusherListener(WSListener):
 
 class FrontDoor(asyncio.Protocol):
     """Reads a request head; upgrades go to picows, other requests to ``http_handler``."""
+
+    # uvloop keeps a bound method of the first protocol after ``set_protocol``, so this
+    # object outlives the upgrade: slots keep that leftover small.
+    __slots__ = (
+        "router", "http_handler", "options", "new_socket_id", "transport", "parser", "first",
+        "in_first", "url", "headers", "body", "body_size", "head_size", "queue", "busy",
+        "closing", "out", "close_after_flush", "head_timer",
+    )
 
     def __init__(
         self,
@@ -421,10 +445,12 @@ class FrontDoor(asyncio.Protocol):
         self.closing = True  # this protocol is done with the socket
         # uvloop may keep a reference to this protocol's data_received after the
         # switch: drop everything this object holds so only its shell stays alive.
-        self.first = bytearray()
+        self.first = _EMPTY
         self.parser = None
-        self.headers = {}
-        self.body = []
+        self.headers = _NO_HEADERS
+        self.body = _NO_BODY
+        self.out = _NO_BODY
+        self.url = b""
         self.transport = None
         transport.set_protocol(ws)
         ws.connection_made(transport)
