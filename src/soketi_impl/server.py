@@ -142,7 +142,7 @@ async def _serve(config: Config) -> int:
         log.error("%s", exc.message)
         return 1
     apps = ", ".join(f"{a.id} (key {a.key})" for a in config.apps) or "none"
-    log.warning(
+    log.info(
         "soketi-impl listening on ws://%s:%d/app/{key} and http://%s:%d (apps: %s)",
         config.host, server.port, config.host, server.port, apps,
     )
@@ -151,9 +151,9 @@ async def _serve(config: Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
-    log.warning("shutting down: closing connections over %d ms", config.shutdown_grace_period_ms)
+    log.info("shutting down: closing connections over %d ms", config.shutdown_grace_period_ms)
     await server.stop()
-    log.warning("stopped")
+    log.info("stopped")
     return 0
 
 
