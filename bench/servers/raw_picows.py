@@ -33,8 +33,7 @@ from typing import Any
 
 import orjson
 import uvloop
-from picows import (WSAutoPingStrategy, WSFrame, WSListener, WSMsgType, WSTransport,
-                    WSUpgradeRequest)
+from picows import WSAutoPingStrategy, WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
 _MAX_HEAD = 64 * 1024
@@ -112,28 +111,47 @@ class Hub:
             users = self.presence.setdefault(channel, {})
             entry = users.get(uid)
             first = entry is None
-            if first:
+            if entry is None:
                 users[uid] = [info.get("user_info"), 1]
             else:
                 entry[1] += 1
             members[conn] = None
             conn.presence[channel] = uid
             ids = list(users)
-            payload = {"presence": {"ids": ids,
-                                    "hash": {u: v[0] for u, v in users.items()},
-                                    "count": len(ids)}}
-            self.send_event(conn, {"event": "pusher_internal:subscription_succeeded",
-                                   "channel": channel,
-                                   "data": orjson.dumps(payload).decode()})
+            payload = {
+                "presence": {
+                    "ids": ids,
+                    "hash": {u: v[0] for u, v in users.items()},
+                    "count": len(ids),
+                }
+            }
+            self.send_event(
+                conn,
+                {
+                    "event": "pusher_internal:subscription_succeeded",
+                    "channel": channel,
+                    "data": orjson.dumps(payload).decode(),
+                },
+            )
             if first:
                 added = orjson.dumps({"user_id": uid, "user_info": info.get("user_info")})
-                self.broadcast(channel, orjson.dumps(
-                    {"event": "pusher_internal:member_added", "channel": channel,
-                     "data": added.decode()}), exclude=conn)
+                self.broadcast(
+                    channel,
+                    orjson.dumps(
+                        {
+                            "event": "pusher_internal:member_added",
+                            "channel": channel,
+                            "data": added.decode(),
+                        }
+                    ),
+                    exclude=conn,
+                )
             return
         members[conn] = None
-        self.send_event(conn, {"event": "pusher_internal:subscription_succeeded",
-                               "channel": channel, "data": "{}"})
+        self.send_event(
+            conn,
+            {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": "{}"},
+        )
 
     def unsubscribe(self, conn: Conn, channel: str) -> None:
         members = self.channels.get(channel)
@@ -148,12 +166,19 @@ class Hub:
             users[uid][1] -= 1
             if users[uid][1] == 0:
                 del users[uid]
-                self.broadcast(channel, orjson.dumps(
-                    {"event": "pusher_internal:member_removed", "channel": channel,
-                     "data": orjson.dumps({"user_id": uid}).decode()}))
+                self.broadcast(
+                    channel,
+                    orjson.dumps(
+                        {
+                            "event": "pusher_internal:member_removed",
+                            "channel": channel,
+                            "data": orjson.dumps({"user_id": uid}).decode(),
+                        }
+                    ),
+                )
 
 
-class Conn(WSListener):  # type: ignore[misc]
+class Conn(WSListener):
     """One WebSocket connection."""
 
     def __init__(self, hub: Hub) -> None:
@@ -170,10 +195,15 @@ class Conn(WSListener):  # type: ignore[misc]
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         self.raw = transport.underlying_transport
-        self.hub.send_event(self, {
-            "event": "pusher:connection_established",
-            "data": orjson.dumps({"socket_id": self.socket_id,
-                                  "activity_timeout": 120}).decode()})
+        self.hub.send_event(
+            self,
+            {
+                "event": "pusher:connection_established",
+                "data": orjson.dumps(
+                    {"socket_id": self.socket_id, "activity_timeout": 120}
+                ).decode(),
+            },
+        )
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is WSMsgType.CLOSE:
@@ -189,19 +219,22 @@ class Conn(WSListener):  # type: ignore[misc]
             hub.queue(self, _PONG)
         elif event == "pusher:subscribe":
             data = msg.get("data") or {}
-            channel = data.get("channel")
+            channel = str(data.get("channel"))
             hub.subscribe(self, channel, data)
             self.channels.append(channel)
         elif event == "pusher:unsubscribe":
-            channel = (msg.get("data") or {}).get("channel")
+            channel = str((msg.get("data") or {}).get("channel"))
             hub.unsubscribe(self, channel)
             if channel in self.channels:
                 self.channels.remove(channel)
         elif isinstance(event, str) and event.startswith("client-"):
             channel = msg.get("channel")
             data = msg.get("data")
-            out: dict[str, Any] = {"event": event, "channel": channel,
-                                   "data": data if isinstance(data, str) else orjson.dumps(data).decode()}
+            out: dict[str, Any] = {
+                "event": event,
+                "channel": channel,
+                "data": data if isinstance(data, str) else orjson.dumps(data).decode(),
+            }
             uid = self.presence.get(channel)
             if uid is not None:
                 out["user_id"] = uid
@@ -250,8 +283,8 @@ class FrontDoor(asyncio.Protocol):
             length = int(headers.get("content-length", "0"))
             if len(self.buf) < end + 4 + length:
                 return
-            body = bytes(self.buf[end + 4:end + 4 + length])
-            del self.buf[:end + 4 + length]
+            body = bytes(self.buf[end + 4 : end + 4 + length])
+            del self.buf[: end + 4 + length]
             self._request(lines[0], body)
 
     def _request(self, request_line: str, body: bytes) -> None:
@@ -272,7 +305,9 @@ class FrontDoor(asyncio.Protocol):
             status, answer = "404 Not Found", b'{"error":"not found"}'
         self.transport.write(
             f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(answer)}\r\n\r\n".encode() + answer)
+            f"Content-Length: {len(answer)}\r\n\r\n".encode()
+            + answer
+        )
 
     def _upgrade(self, data: bytes) -> None:
         assert self.transport is not None
@@ -281,13 +316,27 @@ class FrontDoor(asyncio.Protocol):
         def listener_factory(request: WSUpgradeRequest) -> Conn:
             return Conn(hub)
 
-        ws = WSProtocol(None, None, False, listener_factory, _LOGGER, True, 5.0,
-                        False, 20.0, 20.0, _PING_WHEN_IDLE, True, 10 * 1024 * 1024,
-                        None, 1024)
+        ws = WSProtocol(
+            None,
+            None,
+            False,
+            listener_factory,
+            _LOGGER,
+            True,
+            5.0,
+            False,
+            20.0,
+            20.0,
+            _PING_WHEN_IDLE,
+            True,
+            10 * 1024 * 1024,
+            None,
+            1024,
+        )
         self.transport.set_protocol(ws)
         ws.connection_made(self.transport)
         buf = ws.get_buffer(len(data))
-        buf[:len(data)] = data
+        buf[: len(data)] = data
         ws.buffer_updated(len(data))
 
 
@@ -300,8 +349,13 @@ async def serve(host: str, port: int, key: str) -> None:
     hub = Hub(loop, key)
     server = await loop.create_server(lambda: FrontDoor(hub), host, port, backlog=4096)
     stop = loop.create_future()
+
+    def on_signal() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, on_signal)
     print(f"raw_picows listening on {host}:{port}", flush=True)
     async with server:
         await stop

@@ -1,0 +1,169 @@
+"""Smoke tests of the end-to-end benchmark machinery: load client, raw server, runner.
+
+Run: ``cd /work/main && PYTHONPATH=src pytest bench/test_e2e.py -q`` (a few seconds).
+They check the measuring instruments, not performance: a load client that lost or
+mis-signed messages would make every figure in results/e2e.json meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as e2e
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("gcc") is None or shutil.which("taskset") is None, reason="needs gcc and taskset"
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def loadclient() -> Path:
+    e2e.build_loadclient()
+    return e2e.LOADCLIENT
+
+
+@pytest.fixture(scope="module")
+def raw_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    port = free_port()
+    spec = e2e.server_specs()["raw"]
+    with e2e.running_server(spec, port, tmp_path_factory.mktemp("logs") / "raw.log"):
+        yield port
+
+
+def client(port: int, *args: str, timeout: float = 30) -> dict[str, Any]:
+    cmd = [
+        str(e2e.LOADCLIENT),
+        *args,
+        "--port",
+        str(port),
+        "--key",
+        e2e.APP_KEY,
+        "--secret",
+        e2e.APP_SECRET,
+        "--app-id",
+        e2e.APP_ID,
+        "--timeout",
+        "10",
+    ]
+    out = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def test_fanout_fixed_rate_delivers_everything(loadclient: Path, raw_port: int) -> None:
+    r = client(
+        raw_port, "fanout", "--conns", "50", "--rate", "100", "--duration", "0.5", "--warmup", "0.1"
+    )
+    assert r["ok"] and r["errors"] == 0
+    assert r["subscribers"] == 50
+    assert r["published"] > 20
+    assert r["publish_ok"] == r["published"]
+    assert r["deliveries"] == r["published"] * 50
+    assert r["lost"] == 0
+    assert 0 < r["lat_us"]["p50"] <= r["lat_us"]["p99"] <= r["lat_us"]["max"]
+
+
+def test_fanout_saturation_keeps_window(loadclient: Path, raw_port: int) -> None:
+    r = client(
+        raw_port,
+        "fanout",
+        "--conns",
+        "20",
+        "--http",
+        "4",
+        "--window",
+        "8",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+    )
+    assert r["ok"] and r["lost"] == 0
+    assert r["deliveries"] == r["published"] * 20
+    assert r["deliveries_per_s"] > 0
+
+
+def test_ping(loadclient: Path, raw_port: int) -> None:
+    r = client(raw_port, "ping", "--conns", "5", "--duration", "0.3", "--warmup", "0.1")
+    assert r["ok"] and r["pongs_window"] > 0 and r["round_trips_per_s"] > 0
+
+
+def test_presence_views(loadclient: Path, raw_port: int) -> None:
+    r = client(raw_port, "presence", "--conns", "40")
+    assert r["ok"] and r["wrong_views"] == 0
+    # 40 joins: connection i sees the 39 - i members that join after it.
+    assert r["member_added_received"] == 40 * 39 // 2
+
+
+def test_client_events(loadclient: Path, raw_port: int) -> None:
+    r = client(raw_port, "client", "--conns", "10", "--duration", "0.3", "--warmup", "0.1")
+    assert r["ok"] and r["members"] == 10 and r["lost"] == 0
+    assert r["deliveries"] == r["published"] * 9
+
+
+def test_conns_hold_and_release(loadclient: Path, raw_port: int) -> None:
+    cmd = [str(e2e.LOADCLIENT), "conns", "--port", str(raw_port), "--conns", "200", "--hold", "5"]
+    proc = subprocess.run(cmd, input=b"go\n", capture_output=True, timeout=30, check=False)
+    lines = proc.stdout.decode().splitlines()
+    assert json.loads(lines[0])["phase"] == "ready"
+    r = json.loads(lines[-1])
+    assert r["ok"] and r["subscribed"] == 200 and r["dropped_while_held"] == 0
+
+
+@pytest.mark.skipif(
+    not (e2e.NODE.exists() and e2e.SOKETI_JS.exists()),
+    reason="soketi not installed in bench/.cache (python bench/run.py installs it)",
+)
+def test_signed_publish_accepted_by_soketi(loadclient: Path, tmp_path: Path) -> None:
+    """soketi checks the HTTP API signature: a mis-signed publish would be refused."""
+    port = free_port()
+    with e2e.running_server(e2e.server_specs()["soketi"], port, tmp_path / "soketi.log"):
+        r = client(
+            port, "fanout", "--conns", "5", "--rate", "50", "--duration", "0.3", "--warmup", "0.1"
+        )
+        assert r["publish_bad"] == 0 and r["publish_ok"] == r["published"] > 0
+        assert r["deliveries"] == r["published"] * 5
+        p = client(port, "presence", "--conns", "10")
+        assert p["ok"] and p["wrong_views"] == 0 and p["errors"] == 0
+        c = client(port, "client", "--conns", "5", "--duration", "0.3", "--warmup", "0.1")
+        assert c["ok"] and c["errors"] == 0 and c["deliveries"] == c["published"] * 4
+
+
+def test_table_ratios() -> None:
+    def cell(v: float) -> dict[str, Any]:
+        return {"summary": {"deliveries_per_s": {"median": v, "min": v, "max": v, "n": 3}}}
+
+    data = {
+        "meta": {},
+        "scenarios": {"fanout": {"ours": cell(300.0), "soketi": cell(100.0), "raw": cell(600.0)}},
+    }
+    out = e2e.table(data)
+    row = next(line for line in out.splitlines() if "deliveries/s" in line)
+    assert "3.00×" in row and "0.50×" in row
+
+
+def test_summarise_median_min_max() -> None:
+    sc = e2e.SCENARIOS["ping_1"]
+    runs = [{"round_trips_per_s": v, "ok": True} for v in (3.0, 1.0, 2.0)] + [
+        {"ok": False, "round_trips_per_s": 9.0}
+    ]
+    s = e2e.summarise(runs, sc)["round_trips_per_s"]
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 3.0, 3)
