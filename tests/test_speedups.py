@@ -8,7 +8,7 @@ import pytest
 
 from soketi_impl import _speedups
 
-AREAS = ["conntable", "protocol", "fanout"]
+AREAS = ["conntable", "protocol", "fanout", "wsglue"]
 
 
 @pytest.mark.parametrize("area", AREAS)

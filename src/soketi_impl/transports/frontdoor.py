@@ -27,6 +27,7 @@ import httptools
 from picows import WSAutoPingStrategy, WSListener, WSMsgType
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows's stubs
 
+from .._wsglue import shrink_idle_buffers
 from ..connection import Connection
 from ..router import Router
 
@@ -165,6 +166,7 @@ class PusherListener(WSListener):
                 message.headers = message.version = None
                 if message is transport.request:
                     message.path = message.method = None
+        shrink_idle_buffers(transport)  # picows's 1 KiB write buffer sits idle: ~1 KB back
         # The listener itself is the raw writer (``__call__``): no bound method to keep.
         self.conn = Connection(self.socket_id, self, path=self.path, raw_write=self)
         self.router.feed("new", self.conn)

@@ -1,0 +1,16 @@
+"""Dispatcher for the picows glue twins (see :mod:`soketi_impl._speedups`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._speedups import load
+
+if TYPE_CHECKING:
+    from ._wsglue_py import IDLE_WRITE_BUFFER, shrink_idle_buffers
+else:
+    _mod = load("wsglue")
+    IDLE_WRITE_BUFFER = _mod.IDLE_WRITE_BUFFER
+    shrink_idle_buffers = _mod.shrink_idle_buffers
+
+__all__ = ["IDLE_WRITE_BUFFER", "shrink_idle_buffers"]

@@ -1,0 +1,33 @@
+# cython: language_level=3
+"""picows glue, compiled twin of ``_wsglue_py``: reaches picows's C structures.
+
+picows gives every connection a 1 KiB write buffer for framing its own sends
+(close frames, pongs). Our fan-out writes pre-framed bytes straight to the socket,
+so that buffer is idle almost always; it grows back on demand (picows reserves
+before every use), so shrinking it after the handshake is safe and saves about
+1 KB per connection.
+"""
+
+from cpython.mem cimport PyMem_Realloc
+from picows.picows cimport MemoryBuffer, WSTransport
+
+__all__ = ["IDLE_WRITE_BUFFER", "shrink_idle_buffers"]
+
+cdef Py_ssize_t _IDLE = 64
+IDLE_WRITE_BUFFER = _IDLE
+
+
+cpdef Py_ssize_t shrink_idle_buffers(object transport) except -1:
+    """Give back the idle part of a picows transport's write buffer; returns bytes freed."""
+    cdef WSTransport t = <WSTransport?>transport
+    cdef MemoryBuffer buf = t._write_buffer
+    cdef Py_ssize_t old = buf.capacity
+    cdef char* data
+    if buf.size > _IDLE or old <= _IDLE:
+        return 0
+    data = <char*>PyMem_Realloc(buf.data, _IDLE)
+    if data == NULL:
+        return 0  # keeping the larger buffer is fine
+    buf.data = data
+    buf.capacity = _IDLE
+    return old - _IDLE
