@@ -23,6 +23,25 @@ if TYPE_CHECKING:
 __all__ = ["Adapter", "LocalAdapter"]
 
 
+def leave_locally(app: AppState, channel: str, user_id: str) -> bool:
+    """Count one connection of ``user_id`` out of this node's presence channel.
+
+    True when it was the user's last connection here (the user is removed from the
+    local member list, and the channel's list too when it is empty).
+    """
+    members = app.presence.get(channel)
+    entry = members.get(user_id) if members is not None else None
+    if members is None or entry is None:
+        return False
+    entry[0] -= 1
+    if entry[0] > 0:
+        return False
+    del members[user_id]
+    if not members:
+        del app.presence[channel]
+    return True
+
+
 class Adapter:
     """The interface. Subclasses implement every method."""
 
@@ -154,16 +173,8 @@ class LocalAdapter(Adapter):
     def presence_leave(self, sock: Socket, channel: str, user_id: str) -> None:
         app = sock.app
         assert app is not None
-        members = app.presence.get(channel)
-        entry = members.get(user_id) if members is not None else None
-        if members is None or entry is None:
+        if not leave_locally(app, channel, user_id):
             return
-        entry[0] -= 1
-        if entry[0] > 0:
-            return
-        del members[user_id]
-        if not members:
-            del app.presence[channel]
         removed = encode_event(
             "pusher_internal:member_removed", channel, orjson.dumps({"user_id": user_id}).decode()
         )

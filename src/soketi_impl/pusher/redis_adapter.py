@@ -100,7 +100,7 @@ from redis.exceptions import RedisError
 from .._protocol import PRESENCE, channel_kind, encode_event
 from ..config import Config
 from ..errors import SoketiError
-from .adapter import Adapter
+from .adapter import Adapter, leave_locally
 from .server import _subscription_error
 
 if TYPE_CHECKING:
@@ -767,16 +767,8 @@ class RedisAdapter(Adapter):
     def presence_leave(self, sock: Socket, channel: str, user_id: str) -> None:
         app = sock.app
         assert app is not None
-        members = app.presence.get(channel)
-        entry = members.get(user_id) if members is not None else None
-        if members is None or entry is None:
+        if not leave_locally(app, channel, user_id):
             return
-        entry[0] -= 1
-        if entry[0] > 0:
-            return
-        del members[user_id]
-        if not members:
-            del app.presence[channel]
         events, message, payload = self._member_message(app, channel, user_id, None, added=False)
         subscribed = self._subscribed
         fut = self._command(
