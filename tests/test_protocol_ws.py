@@ -463,11 +463,6 @@ async def test_client_events_private(server: ServerProcess) -> None:
         await a.alive()  # nothing was echoed to a before its pong
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client-event data is parsed and re-encoded by orjson: an integer beyond 64 bits comes "
-    "out as a float (precision lost); forwarding the client's own bytes is a design change",
-)
 async def test_client_event_data_forwarded_unchanged(server: ServerProcess) -> None:
     ch = "private-bigint"
     async with client(server) as a, client(server) as b:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         encode_event,
         is_cache_channel,
         parse_client_message,
+        raw_data,
         valid_channel_name,
     )
 else:
@@ -38,6 +39,7 @@ else:
     parse_client_message = _mod.parse_client_message
     encode_event = _mod.encode_event
     encode_error = _mod.encode_error
+    raw_data = _mod.raw_data
 
 __all__ = [
     "ENCRYPTED",
@@ -50,5 +52,6 @@ __all__ = [
     "encode_event",
     "is_cache_channel",
     "parse_client_message",
+    "raw_data",
     "valid_channel_name",
 ]

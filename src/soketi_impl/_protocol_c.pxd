@@ -15,6 +15,7 @@ cpdef bint valid_channel_name(object name, Py_ssize_t max_length=*) except -1
 cpdef tuple parse_client_message(object raw, Py_ssize_t max_size=*)
 cpdef bytes encode_event(object event, object channel, object data, object user_id=*)
 cpdef bytes encode_error(object code, object message)
+cpdef object raw_data(object raw)
 
 # Bytes a UTF-8 buffer takes once escaped as the inside of a JSON string (orjson's escapes).
 cdef Py_ssize_t json_escaped_len(const unsigned char* s, Py_ssize_t n) noexcept nogil

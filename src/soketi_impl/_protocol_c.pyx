@@ -45,7 +45,7 @@ from cpython.unicode cimport (
     PyUnicode_New,
 )
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 import orjson
 
@@ -73,6 +73,7 @@ __all__ = [
     "encode_event",
     "is_cache_channel",
     "parse_client_message",
+    "raw_data",
     "valid_channel_name",
 ]
 
@@ -1106,3 +1107,99 @@ cpdef bytes encode_error(object code, object message):
         raise TypeError(f"code must be int or None, not {type(code).__name__}")
     _check_str("message", message)
     return _dumps({"event": "pusher:error", "data": {"code": code, "message": message}})
+
+
+# ---------------------------------------------------------------- raw data span
+
+cdef inline bint _rd_ws(unsigned char c) noexcept nogil:
+    return c == 32 or c == 9 or c == 13 or c == 10
+
+
+cdef inline Py_ssize_t _rd_skip_ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    while i < n and _rd_ws(p[i]):
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t _rd_skip_string(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    i += 1
+    while i < n:
+        if p[i] == 92:  # backslash
+            i += 2
+        elif p[i] == 34:
+            return i + 1
+        else:
+            i += 1
+    return n
+
+
+cdef Py_ssize_t _rd_skip_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    cdef unsigned char c = p[i]
+    cdef Py_ssize_t depth = 0
+    if c == 34:
+        return _rd_skip_string(p, i, n)
+    if c == 123 or c == 91:
+        while i < n:
+            c = p[i]
+            if c == 34:
+                i = _rd_skip_string(p, i, n)
+                continue
+            if c == 123 or c == 91:
+                depth += 1
+            elif c == 125 or c == 93:
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return n
+    while i < n and not (p[i] == 44 or p[i] == 125 or p[i] == 93 or _rd_ws(p[i])):
+        i += 1
+    return i
+
+
+cpdef object raw_data(object raw):
+    """The exact JSON text of the top-level ``data`` value of a client frame, or None.
+
+    Same contract as ``_protocol_py.raw_data``: call it on a frame the parser accepted.
+    """
+    cdef bytes buf
+    if PyUnicode_Check(raw):
+        buf = raw.encode("utf-8", "surrogatepass")
+    elif PyBytes_CheckExact(raw):
+        buf = <bytes>raw
+    else:
+        buf = bytes(raw)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t i = _rd_skip_ws(p, 0, n)
+    cdef Py_ssize_t key_start, key_end, start = -1, end = -1, vstart
+    if i >= n or p[i] != 123:
+        return None
+    i += 1
+    while True:
+        i = _rd_skip_ws(p, i, n)
+        if i >= n or p[i] != 34:
+            break
+        key_start = i
+        i = _rd_skip_string(p, i, n)
+        key_end = i
+        i = _rd_skip_ws(p, i, n)
+        if i >= n or p[i] != 58:
+            break
+        i = _rd_skip_ws(p, i + 1, n)
+        if i >= n:
+            break
+        vstart = i
+        i = _rd_skip_value(p, i, n)
+        if key_end - key_start == 6 and memcmp(p + key_start, b'"data"', 6) == 0:
+            start, end = vstart, i
+        elif memchr(p + key_start, 92, key_end - key_start) != NULL:
+            if orjson.loads(buf[key_start:key_end]) == "data":
+                start, end = vstart, i
+        i = _rd_skip_ws(p, i, n)
+        if i >= n or p[i] != 44:
+            break
+        i += 1
+    if start < 0:
+        return None
+    return PyUnicode_DecodeUTF8(<const char*>p + start, end - start, NULL)

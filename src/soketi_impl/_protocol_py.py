@@ -30,6 +30,7 @@ __all__ = [
     "encode_event",
     "is_cache_channel",
     "parse_client_message",
+    "raw_data",
     "valid_channel_name",
 ]
 
@@ -222,3 +223,107 @@ def encode_error(code: int | None, message: str) -> bytes:
         raise TypeError(f"code must be int or None, not {type(code).__name__}")
     _check_str("message", message)
     return orjson.dumps({"event": "pusher:error", "data": {"code": code, "message": message}})
+
+
+# ---------------------------------------------------------------- raw data span
+
+_WS = b" \t\r\n"
+_DATA_KEY = b'"data"'
+
+
+def _skip_ws(raw: bytes, i: int) -> int:
+    n = len(raw)
+    while i < n and raw[i] in _WS:
+        i += 1
+    return i
+
+
+def _skip_string(raw: bytes, i: int) -> int:
+    """``raw[i]`` is an opening quote; returns the index just past the closing one."""
+    i += 1
+    n = len(raw)
+    while i < n:
+        c = raw[i]
+        if c == 0x5C:  # backslash: the next byte is escaped
+            i += 2
+        elif c == 0x22:
+            return i + 1
+        else:
+            i += 1
+    return n
+
+
+def _skip_value(raw: bytes, i: int) -> int:
+    """Index just past the JSON value that starts at ``raw[i]``."""
+    n = len(raw)
+    c = raw[i]
+    if c == 0x22:
+        return _skip_string(raw, i)
+    if c == 0x7B or c == 0x5B:  # { or [: count brackets, skipping strings
+        depth = 0
+        while i < n:
+            c = raw[i]
+            if c == 0x22:
+                i = _skip_string(raw, i)
+                continue
+            if c == 0x7B or c == 0x5B:
+                depth += 1
+            elif c == 0x7D or c == 0x5D:
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return n
+    while i < n and raw[i] not in b",}] \t\r\n":  # number, true, false, null
+        i += 1
+    return i
+
+
+def _is_data_key(key: bytes) -> bool:
+    if key == _DATA_KEY:
+        return True
+    # an escaped spelling ("d\u0061ta") is the same key to a JSON parser
+    return b"\\" in key and orjson.loads(key) == "data"
+
+
+def raw_data(raw: bytes | bytearray | memoryview | str) -> str | None:
+    """The exact JSON text of the top-level ``data`` value of a client frame, or ``None``.
+
+    Call it only on a frame :func:`parse_client_message` accepted (a JSON object).
+    Forwarding this text, rather than re-encoding the parsed value, keeps what the
+    client sent byte for byte: integers beyond 64 bits, ``1e400``, number spellings.
+    With duplicate keys the last ``data`` wins, as in the parser.
+    """
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    buf = bytes(raw)
+    i = _skip_ws(buf, 0)
+    if i >= len(buf) or buf[i] != 0x7B:
+        return None
+    i += 1
+    found: tuple[int, int] | None = None
+    n = len(buf)
+    while True:
+        i = _skip_ws(buf, i)
+        if i >= n or buf[i] != 0x22:
+            break
+        key_start = i
+        i = _skip_string(buf, i)
+        key = buf[key_start:i]
+        i = _skip_ws(buf, i)
+        if i >= n or buf[i] != 0x3A:
+            break
+        i = _skip_ws(buf, i + 1)
+        if i >= n:
+            break
+        start = i
+        i = _skip_value(buf, i)
+        if _is_data_key(key):
+            found = (start, i)
+        i = _skip_ws(buf, i)
+        if i >= n or buf[i] != 0x2C:
+            break
+        i += 1
+    if found is None:
+        return None
+    return buf[found[0]:found[1]].decode("utf-8")

@@ -43,6 +43,7 @@ from .._protocol import (
     encode_event,
     is_cache_channel,
     parse_client_message,
+    raw_data,
     valid_channel_name,
 )
 from ..config import AppConfig, Config
@@ -348,7 +349,7 @@ class PusherServer:
             if handler is not None:
                 handler(sock, channel, data)
             elif event.startswith("client-"):
-                self._client_event(sock, event, channel, data)
+                self._client_event(sock, event, channel, data, message)
             else:
                 sock.send(encode_error(None, f"Unknown event {event[:200]!r}."))
         except SoketiError as exc:
@@ -532,7 +533,9 @@ class PusherServer:
 
     # ------------------------------------------------------------------ client events
 
-    def _client_event(self, sock: Socket, event: str, channel: str | None, data: Any) -> None:
+    def _client_event(
+        self, sock: Socket, event: str, channel: str | None, data: Any, raw: bytes | str
+    ) -> None:
         app = sock.app
         assert app is not None
         cfg = app.config
@@ -555,7 +558,10 @@ class PusherServer:
             if sock.rl_count > limit:
                 raise _client_error(f"Client event rate limit reached ({limit} per second).")
         user_id = sock.presence.get(channel) if (kind == PRESENCE and sock.presence) else None
-        payload = encode_event(event, channel, data, user_id)
+        # Forward the client's own JSON text of data (Pusher relays it untouched): a
+        # re-encoding would change integers beyond 64 bits and number spellings.
+        forwarded = data if isinstance(data, str) else raw_data(raw)
+        payload = encode_event(event, channel, data if forwarded is None else forwarded, user_id)
         if len(payload) > cfg.max_event_payload_in_kb * 1024:
             raise _client_error(f"Client event over {cfg.max_event_payload_in_kb} KB.")
         self.adapter.publish(app, channel, payload, sock.id)
