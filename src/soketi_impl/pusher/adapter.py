@@ -23,6 +23,24 @@ if TYPE_CHECKING:
 __all__ = ["Adapter", "LocalAdapter"]
 
 
+def join_locally(app: AppState, sock: Socket, channel: str, user_id: str, user_info: Any) -> bool:
+    """Count one connection of ``user_id`` into this node's presence channel.
+
+    True when it is the user's first connection here (the user is added to the local
+    member list with ``user_info``).
+    """
+    members = app.presence.setdefault(channel, {})
+    entry = members.get(user_id)
+    if sock.presence is None:
+        sock.presence = {}
+    sock.presence[channel] = user_id
+    if entry is None:
+        members[user_id] = [1, user_info]
+        return True
+    entry[0] += 1
+    return False
+
+
 def leave_locally(app: AppState, channel: str, user_id: str) -> bool:
     """Count one connection of ``user_id`` out of this node's presence channel.
 
@@ -151,17 +169,9 @@ class LocalAdapter(Adapter):
     def presence_join(self, sock: Socket, channel: str, user_id: str, user_info: Any) -> None:
         app = sock.app
         assert app is not None
-        members = app.presence.setdefault(channel, {})
-        entry = members.get(user_id)
-        if sock.presence is None:
-            sock.presence = {}
-        sock.presence[channel] = user_id
-        if entry is None:
-            members[user_id] = [1, user_info]
-        else:
-            entry[0] += 1
+        first = join_locally(app, sock, channel, user_id, user_info)
         sock.send(self.server._succeeded(app, channel, PRESENCE))
-        if entry is None:
+        if first:
             added = encode_event(
                 "pusher_internal:member_added", channel,
                 orjson.dumps({"user_id": user_id, "user_info": user_info}).decode(),

@@ -100,7 +100,7 @@ from redis.exceptions import RedisError
 from .._protocol import PRESENCE, channel_kind, encode_event
 from ..config import Config
 from ..errors import SoketiError
-from .adapter import Adapter, leave_locally
+from .adapter import Adapter, join_locally, leave_locally
 from .server import _subscription_error
 
 if TYPE_CHECKING:
@@ -647,16 +647,7 @@ class RedisAdapter(Adapter):
     def presence_join(self, sock: Socket, channel: str, user_id: str, user_info: Any) -> None:
         app = sock.app
         assert app is not None
-        members = app.presence.setdefault(channel, {})
-        entry = members.get(user_id)
-        if sock.presence is None:
-            sock.presence = {}
-        sock.presence[channel] = user_id
-        register = entry is None
-        if entry is None:
-            members[user_id] = [1, user_info]
-        else:
-            entry[0] += 1
+        register = join_locally(app, sock, channel, user_id, user_info)
         # The connection enters the broadcast list when the join script's "joined"
         # message arrives: at its place in the stream of member events.
         app.table.remove(channel, sock.sink)
