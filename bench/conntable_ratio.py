@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from soketi_impl import _conntable_c, _conntable_py
+from soketi_impl.twins import _conntable_c, _conntable_py
 
 N = 100_000
 KEYS = [f"{i}.{i * 7}" for i in range(N)]

@@ -29,7 +29,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from soketi_impl import _fanout_c, _fanout_py
+from soketi_impl.twins import _fanout_c, _fanout_py
 
 SUBSCRIBERS = 1000
 PAYLOAD = b"x" * 64

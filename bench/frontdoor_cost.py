@@ -34,13 +34,13 @@ def serve(kind: str, port: int) -> None:
     from picows import ws_create_server
 
     from soketi_impl import Router
-    from soketi_impl.pusher.server import new_socket_id
-    from soketi_impl.transports.frontdoor import (
+    from soketi_impl.hosts.picows import (
         FrontDoor,
         FrontDoorOptions,
         PusherListener,
         health_handler,
     )
+    from soketi_impl.pusher.server import new_socket_id
 
     router = Router()
     established = b'{"event":"pusher:connection_established","data":"{\\"socket_id\\":\\"1.1\\",\\"activity_timeout\\":30}"}'

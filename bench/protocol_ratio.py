@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 
 from test_bench_protocol import CASES, FRAMES
 
-from soketi_impl import _protocol_c, _protocol_py
+from soketi_impl.twins import _protocol_c, _protocol_py
 
 
 def ops_per_s(fn: Callable[[Any], object], mod: Any, calls: int) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from soketi_impl import _conntable_py, _speedups
+from soketi_impl.twins import _conntable_py, _speedups
 
 N = 100_000
 KEYS = [f"{i}.{i * 7}" for i in range(N)]
@@ -24,7 +24,7 @@ def _modules() -> list[Any]:
     if _speedups.NO_EXTENSIONS:
         params.append(pytest.param(None, id="c", marks=pytest.mark.skip("no extensions")))
     else:
-        from soketi_impl import _conntable_c
+        from soketi_impl.twins import _conntable_c
 
         params.append(pytest.param(_conntable_c, id="c"))
     return params

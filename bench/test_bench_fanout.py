@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from soketi_impl import _fanout_py, _speedups
+from soketi_impl.twins import _fanout_py, _speedups
 
 SUBSCRIBERS = 1000
 PAYLOAD = b"x" * 64
@@ -30,7 +30,7 @@ def _modules() -> list[Any]:
     if _speedups.NO_EXTENSIONS:
         params.append(pytest.param(None, id="c", marks=pytest.mark.skip("no extensions")))
     else:
-        from soketi_impl import _fanout_c
+        from soketi_impl.twins import _fanout_c
 
         params.append(pytest.param(_fanout_c, id="c"))
     return params

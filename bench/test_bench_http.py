@@ -25,9 +25,9 @@ from typing import Any
 import httptools
 import pytest
 
-from soketi_impl._fanout import Sink
 from soketi_impl.config import load_config
-from soketi_impl.pusher.http_api import (
+from soketi_impl.hosts.picows import HttpRequest
+from soketi_impl.http.api import (
     HmacSha256,
     HttpApi,
     check_signature,
@@ -35,7 +35,7 @@ from soketi_impl.pusher.http_api import (
     parse_query,
 )
 from soketi_impl.pusher.server import PusherServer
-from soketi_impl.transports.frontdoor import HttpRequest
+from soketi_impl.twins._fanout import Sink
 
 APP_ID, APP_KEY, APP_SECRET = "1234", "app-key", "app-secret"
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from soketi_impl import _protocol_py, _speedups
+from soketi_impl.twins import _protocol_py, _speedups
 
 # Frames as the real clients send them.
 SUBSCRIBE = (
@@ -98,7 +98,7 @@ def _modules() -> list[Any]:
     if _speedups.NO_EXTENSIONS:
         params.append(pytest.param(None, id="c", marks=pytest.mark.skip("no extensions")))
     else:
-        from soketi_impl import _protocol_c
+        from soketi_impl.twins import _protocol_c
 
         params.append(pytest.param(_protocol_c, id="c"))
     return params

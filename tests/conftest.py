@@ -3,7 +3,7 @@
 - Every async test runs on plain asyncio and on uvloop (ids ``asyncio`` / ``uvloop``),
   through pytest-asyncio's ``pytest_asyncio_loop_factories`` hook.
 - ``impl`` gives the twin kind (``py`` / ``c``); ``twin(area)`` imports
-  ``soketi_impl._{area}_{kind}``. A missing C twin fails the test unless
+  ``soketi_impl.twins._{area}_{kind}``. A missing C twin fails the test unless
   ``SOKETI_IMPL_NO_EXTENSIONS`` is set, where the ``c`` cases are skipped.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from soketi_impl import _speedups
+from soketi_impl.twins import _speedups
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
@@ -37,7 +37,7 @@ def twin(impl: str) -> Callable[[str], ModuleType]:
     """``twin("protocol")`` -> the module of that area for this test's kind."""
 
     def load(area: str) -> ModuleType:
-        return importlib.import_module(f"soketi_impl._{area}_{impl}")
+        return importlib.import_module(f"soketi_impl.twins._{area}_{impl}")
 
     return load
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from conftest import APP_ID, APP_KEY, APP_SECRET, JS_DIR, ServerProcess, run_server
-from soketi_impl import _speedups
+from soketi_impl.twins import _speedups
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(90)]
 

@@ -17,7 +17,7 @@ import pysher
 import pytest
 
 from conftest import APP_ID, APP_KEY, APP_SECRET, ServerProcess, run_server
-from soketi_impl import _speedups
+from soketi_impl.twins import _speedups
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(60)]
 

@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from soketi_impl import _fanout, _fanout_py, _speedups
+from soketi_impl.twins import _fanout, _fanout_py, _speedups
 
 Twin = Callable[[str], ModuleType]
 
@@ -665,7 +665,7 @@ def test_dispatcher_exports() -> None:
     assert set(_fanout.__all__) == names
     expected = "py" if _speedups.NO_EXTENSIONS else "c"
     for name in names:
-        assert getattr(_fanout, name).__module__ == f"soketi_impl._fanout_{expected}"
+        assert getattr(_fanout, name).__module__ == f"soketi_impl.twins._fanout_{expected}"
 
 
 # --- a real socket ----------------------------------------------------------------------
@@ -757,7 +757,7 @@ async def test_through_picows_to_a_websockets_client(fan: ModuleType) -> None:
 def _c_module() -> ModuleType:
     if _speedups.NO_EXTENSIONS:
         pytest.skip("SOKETI_IMPL_NO_EXTENSIONS is set")
-    return importlib.import_module("soketi_impl._fanout_c")
+    return importlib.import_module("soketi_impl.twins._fanout_c")
 
 
 CHANNELS = st.sampled_from(["a", "b", "private-c", "presence-d"])

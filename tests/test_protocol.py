@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from soketi_impl import _protocol, _speedups
 from soketi_impl.errors import ProtocolError
+from soketi_impl.twins import _protocol, _speedups
 
 Twin = Callable[[str], ModuleType]
 
@@ -483,7 +483,7 @@ def test_encode_error(twin: Twin) -> None:
 
 
 def test_dispatcher_exports() -> None:
-    expected = "soketi_impl._protocol_py" if _speedups.NO_EXTENSIONS else "soketi_impl._protocol_c"
+    expected = "soketi_impl.twins._protocol_py" if _speedups.NO_EXTENSIONS else "soketi_impl.twins._protocol_c"
     assert _protocol.parse_client_message.__module__ == expected
     assert sorted(_protocol.__all__) == sorted(importlib.import_module(expected).__all__)
     for name in _protocol.__all__:
@@ -497,8 +497,8 @@ needs_c = pytest.mark.skipif(_speedups.NO_EXTENSIONS, reason="SOKETI_IMPL_NO_EXT
 
 def _twins() -> tuple[ModuleType, ModuleType]:
     return (
-        importlib.import_module("soketi_impl._protocol_py"),
-        importlib.import_module("soketi_impl._protocol_c"),
+        importlib.import_module("soketi_impl.twins._protocol_py"),
+        importlib.import_module("soketi_impl.twins._protocol_c"),
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soketi_impl import _protocol_py, _speedups
+from soketi_impl.twins import _protocol_py, _speedups
 
 CASES = [
     (b'{"event":"client-x","channel":"private-a","data":{"a":1}}', '{"a":1}'),
@@ -56,7 +56,7 @@ def test_span_parses_back_to_the_value(data: Any, extra: dict[str, Any], indent:
     text = _protocol_py.raw_data(raw)
     assert text is not None and json.loads(text) == data
     if not _speedups.NO_EXTENSIONS:
-        from soketi_impl import _protocol_c
+        from soketi_impl.twins import _protocol_c
 
         assert _protocol_c.raw_data(raw) == text
         assert _protocol_c.raw_data(bytearray(raw)) == text

@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from conftest import APP_ID, APP_KEY, APP_SECRET, ServerProcess, run_server
-from soketi_impl import _speedups
+from soketi_impl.twins import _speedups
 
 pytestmark = pytest.mark.timeout(60)
 

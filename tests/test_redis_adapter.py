@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from conftest import APP_ID, APP_KEY, APP_SECRET, ServerProcess, base_env, free_port, run_server
-from soketi_impl import _speedups
+from soketi_impl.twins import _speedups
 
 TIMEOUT = 5.0
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -457,8 +457,8 @@ class _Client:
 
 @contextlib.asynccontextmanager
 async def _node(prefix: str, redis_port: int = REDIS_PORT, **timing: float) -> AsyncIterator[Any]:
+    from soketi_impl.adapters.redis import RedisAdapter
     from soketi_impl.config import load_config
-    from soketi_impl.pusher.redis_adapter import RedisAdapter
     from soketi_impl.server import Server
 
     config = load_config(None, environ=base_env(

@@ -6,21 +6,21 @@ import importlib
 
 import pytest
 
-from soketi_impl import _speedups
+from soketi_impl.twins import _speedups
 
 AREAS = ["conntable", "protocol", "fanout", "wsglue"]
 
 
 @pytest.mark.parametrize("area", AREAS)
 def test_extension_loaded(area: str) -> None:
-    dispatcher = importlib.import_module(f"soketi_impl._{area}")
+    dispatcher = importlib.import_module(f"soketi_impl.twins._{area}")
     loaded = {getattr(dispatcher, n).__module__ for n in getattr(dispatcher, "__all__", []) if hasattr(getattr(dispatcher, n), "__module__")}
     if _speedups.NO_EXTENSIONS:
-        assert loaded <= {f"soketi_impl._{area}_py"}, loaded
+        assert loaded <= {f"soketi_impl.twins._{area}_py"}, loaded
         return
     # Not a skip: a build that silently fell back to the pure twins must fail CI.
-    assert area not in _speedups.FAILED, f"extension soketi_impl._{area}_c failed to load: {_speedups.FAILED[area]}"
-    assert loaded == {f"soketi_impl._{area}_c"}, loaded
+    assert area not in _speedups.FAILED, f"extension soketi_impl.twins._{area}_c failed to load: {_speedups.FAILED[area]}"
+    assert loaded == {f"soketi_impl.twins._{area}_c"}, loaded
 
 
 def test_switch_read_in_one_place() -> None:

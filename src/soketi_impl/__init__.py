@@ -14,7 +14,6 @@ The seed API works with any WebSocket framework::
 
 from __future__ import annotations
 
-from ._speedups import using_extensions
 from .connection import Connection
 from .connections import Connections
 from .errors import (
@@ -28,6 +27,7 @@ from .errors import (
     UnknownProtocol,
 )
 from .router import HandlerProtocol, Router, default_router
+from .twins._speedups import using_extensions
 
 __version__ = "0.1.0"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from ._conntable import ConnectionTable
 from .connection import Connection
+from .twins._conntable import ConnectionTable
 
 __all__ = ["Connections"]
 

@@ -31,9 +31,15 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from .._conntable import ConnectionTable
-from .._fanout import ChannelTable, Outbox, Sink, Stats
-from .._protocol import (
+from ..adapters.base import Adapter, LocalAdapter
+from ..config import AppConfig, Config
+from ..connection import Connection
+from ..errors import ClientEventError, ProtocolError, SoketiError
+from ..router import Router
+from ..signing import channel_auth_string, check_auth, user_auth_string
+from ..twins._conntable import ConnectionTable
+from ..twins._fanout import ChannelTable, Outbox, Sink, Stats
+from ..twins._protocol import (
     ENCRYPTED,
     PRESENCE,
     PRIVATE,
@@ -46,12 +52,6 @@ from .._protocol import (
     raw_data,
     valid_channel_name,
 )
-from ..config import AppConfig, Config
-from ..connection import Connection
-from ..errors import ClientEventError, ProtocolError, SoketiError
-from ..router import Router
-from .adapter import Adapter, LocalAdapter
-from .auth import channel_auth_string, check_auth, user_auth_string
 
 __all__ = ["AppState", "PusherServer", "Socket", "new_socket_id"]
 
@@ -136,7 +136,7 @@ class PusherServer:
     """Pusher protocol handlers for a :class:`Router`, and the in-process API.
 
     ``webhooks`` is a :class:`~soketi_impl.webhooks.WebhookSender` or ``None``;
-    ``adapter`` defaults to :class:`~soketi_impl.pusher.adapter.LocalAdapter` (one node).
+    ``adapter`` defaults to :class:`~soketi_impl.adapters.base.LocalAdapter` (one node).
     ``pong_timeout`` (default ``config.pong_timeout``) is how long a client may stay
     silent after the server's ping before it is closed with 4201.
     """

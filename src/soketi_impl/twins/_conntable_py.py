@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .errors import DuplicateConnection
+from ..errors import DuplicateConnection
 
 __all__ = ["ConnectionTable"]
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._protocol import PRESENCE, channel_kind, encode_event
+from ..twins._protocol import PRESENCE, channel_kind, encode_event
 
 if TYPE_CHECKING:
-    from .server import AppState, PusherServer, Socket
+    from ..pusher.server import AppState, PusherServer, Socket
 
 __all__ = ["Adapter", "LocalAdapter"]
 

@@ -20,14 +20,14 @@ FAILED: dict[str, str] = {}
 
 
 def load(area: str) -> ModuleType:
-    """Return ``soketi_impl._{area}_c``, or the ``_py`` twin when the switch is set
+    """Return ``soketi_impl.twins._{area}_c``, or the ``_py`` twin when the switch is set
     or the extension is missing (recorded in :data:`FAILED`)."""
     if not NO_EXTENSIONS:
         try:
-            return importlib.import_module(f"soketi_impl._{area}_c")
+            return importlib.import_module(f"soketi_impl.twins._{area}_c")
         except ImportError as exc:
             FAILED[area] = str(exc)
-    return importlib.import_module(f"soketi_impl._{area}_py")
+    return importlib.import_module(f"soketi_impl.twins._{area}_py")
 
 
 def using_extensions() -> bool:

@@ -1,8 +1,8 @@
 """The Pusher HTTP REST API, served on the WebSocket port.
 
 :class:`HttpApi` is the ``http_handler`` of the front door
-(:mod:`soketi_impl.transports.frontdoor`): it routes a parsed
-:class:`~soketi_impl.transports.frontdoor.HttpRequest`, checks the request
+(:mod:`soketi_impl.hosts.picows`): it routes a parsed
+:class:`~soketi_impl.hosts.picows.HttpRequest`, checks the request
 signature (auth_version 1.0), the app's limits and rates, and answers with
 Pusher's status codes and a JSON body. Errors always carry ``{"error": "..."}``
 saying what was wrong::
@@ -56,11 +56,11 @@ from urllib.parse import unquote
 
 import orjson
 
-from .._protocol import ENCRYPTED, PRESENCE, channel_kind, valid_channel_name
 from ..config import AppConfig, Config
 from ..errors import SoketiError
-from ..transports.frontdoor import HttpRequest, HttpResponse
-from .server import AppState, PusherServer
+from ..pusher.server import AppState, PusherServer
+from ..twins._protocol import ENCRYPTED, PRESENCE, channel_kind, valid_channel_name
+from .types import HttpRequest, HttpResponse
 
 __all__ = [
     "ApiError",

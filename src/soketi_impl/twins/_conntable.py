@@ -1,4 +1,4 @@
-"""Dispatcher for the connection table twins (see :mod:`soketi_impl._speedups`)."""
+"""Dispatcher for the connection table twins (see :mod:`soketi_impl.twins._speedups`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dispatcher for the fan-out twins (see :mod:`soketi_impl._speedups`).
+"""Dispatcher for the fan-out twins (see :mod:`soketi_impl.twins._speedups`).
 
 ``Stats``, ``frame_text``, ``Outbox``, ``Sink`` and ``ChannelTable`` come from
 ``_fanout_c`` unless ``SOKETI_IMPL_NO_EXTENSIONS`` is set or it failed to import.

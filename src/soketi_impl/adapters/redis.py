@@ -97,14 +97,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from .._protocol import PRESENCE, channel_kind, encode_event
 from ..config import Config
 from ..errors import SoketiError
-from .adapter import Adapter, join_locally, leave_locally
-from .server import _subscription_error
+from ..pusher.server import _subscription_error
+from ..twins._protocol import PRESENCE, channel_kind, encode_event
+from .base import Adapter, join_locally, leave_locally
 
 if TYPE_CHECKING:
-    from .server import AppState, PusherServer, Socket
+    from ..pusher.server import AppState, PusherServer, Socket
 
 __all__ = ["RedisAdapter", "RedisUnavailable"]
 

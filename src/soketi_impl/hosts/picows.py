@@ -18,8 +18,8 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -27,11 +27,13 @@ import httptools
 from picows import WSAutoPingStrategy, WSListener, WSMsgType
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows's stubs
 
-from .._wsglue import shrink_idle_buffers
 from ..connection import Connection
+from ..http.types import REASONS as _REASONS
+from ..http.types import HttpHandler, HttpRequest, HttpResponse
 from ..router import Router
+from ..twins._wsglue import shrink_idle_buffers
 
-__all__ = ["FrontDoor", "FrontDoorOptions", "HttpRequest", "HttpResponse", "PusherListener"]
+__all__ = ["FrontDoor", "FrontDoorOptions", "PusherListener"]
 
 log = logging.getLogger("soketi_impl.http")
 # One shared logger for every picows connection: a plain Logger would make picows
@@ -46,39 +48,6 @@ _EMPTY = bytearray()
 _NO_HEADERS: dict[str, str] = {}
 _NO_BODY: list[bytes] = []
 
-_REASONS = {
-    200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Payload Too Large",
-    429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
-
-@dataclass(slots=True)
-class HttpRequest:
-    """One parsed HTTP request (header names lower-cased)."""
-
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes
-    keep_alive: bool = True
-
-
-@dataclass(slots=True)
-class HttpResponse:
-    """What an HTTP handler answers."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-HttpHandler = Callable[[HttpRequest], "Awaitable[HttpResponse] | HttpResponse"]
-
-
 @dataclass(slots=True)
 class FrontDoorOptions:
     """Limits and picows settings shared by every connection of one listening socket."""
@@ -89,13 +58,6 @@ class FrontDoorOptions:
     max_frame_size: int = 100 * 1024
     read_buffer_init_size: int = 2048
     handshake_timeout: float = 5.0
-
-
-def health_handler(request: HttpRequest) -> HttpResponse:
-    """The default HTTP handler: health endpoints only."""
-    if request.path in ("/", "/ready", "/accept-traffic"):
-        return HttpResponse(200, b"OK", "text/plain")
-    return HttpResponse(404, b'{"error":"Not found"}')
 
 
 class PusherListener(WSListener):

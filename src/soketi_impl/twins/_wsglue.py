@@ -1,4 +1,4 @@
-"""Dispatcher for the picows glue twins (see :mod:`soketi_impl._speedups`)."""
+"""Dispatcher for the picows glue twins (see :mod:`soketi_impl.twins._speedups`)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from typing import Final
 
 import orjson
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 __all__ = [
     "ENCRYPTED",

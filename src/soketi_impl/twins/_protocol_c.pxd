@@ -1,5 +1,5 @@
 # C API of the compiled protocol twin, for other Cython modules:
-#   from soketi_impl._protocol_c cimport parse_client_message, encode_event_utf8, ...
+#   from soketi_impl.twins._protocol_c cimport parse_client_message, encode_event_utf8, ...
 # cpdef functions are direct C calls from Cython and fast vectorcalls from Python.
 
 cdef enum:

@@ -1,4 +1,4 @@
-"""Dispatcher for the protocol twins (see :mod:`soketi_impl._speedups`).
+"""Dispatcher for the protocol twins (see :mod:`soketi_impl.twins._speedups`).
 
 Pusher message parsing and encoding: ``_protocol_c`` when the extension is
 built and the switch is off, else ``_protocol_py``. Same names, same behaviour.

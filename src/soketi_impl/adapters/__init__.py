@@ -1,0 +1,5 @@
+"""Adapters carry facts between nodes: published frames, presence joins and leaves, query answers.
+
+- :mod:`.base`: the interface and :class:`~.base.LocalAdapter` (one process)
+- :mod:`.redis`: several processes or machines over Redis (``SOKETI_ADAPTER_DRIVER=redis``)
+"""

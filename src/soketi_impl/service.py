@@ -1,0 +1,155 @@
+"""``Pusher``: the whole Pusher server without a transport.
+
+It assembles what every host needs from a :class:`~soketi_impl.config.Config`:
+the protocol core (:class:`~soketi_impl.pusher.PusherServer`), the adapter named
+by ``SOKETI_ADAPTER_DRIVER``, the webhook sender, the metrics registry and the
+HTTP API, with one lifecycle (:meth:`Pusher.start`, :meth:`Pusher.stop`). Hosts
+only carry bytes: the picows server (:class:`~soketi_impl.server.Server`), ASGI
+(:mod:`soketi_impl.asgi`) and aiohttp (:mod:`soketi_impl.aiohttp`) all take a
+``Pusher``::
+
+    pusher = Pusher()                        # soketi's variables and config file
+    await pusher.start()
+    await pusher.trigger("app-id", ["news"], "update", {"a": 1})
+    await pusher.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from .adapters.base import Adapter, LocalAdapter
+from .config import Config, load_config
+from .http.types import HttpRequest, HttpResponse
+from .pusher.server import PusherServer, new_socket_id
+from .router import Router
+
+__all__ = ["Pusher", "adapter_for", "new_socket_id"]
+
+log = logging.getLogger("soketi_impl.service")
+
+
+def adapter_for(config: Config) -> Adapter:
+    """The adapter ``config.adapter_driver`` names: one node (local) or several through Redis."""
+    if config.adapter_driver == "redis":
+        from .adapters.redis import RedisAdapter
+
+        return RedisAdapter(config)
+    return LocalAdapter()
+
+
+class Pusher:
+    """The Pusher core with its adapter, webhooks, metrics registry and HTTP API.
+
+    ``config=None`` reads soketi's environment variables and config file exactly as
+    ``soketi-impl start`` does. ``pusher.core`` is the protocol core; the in-process
+    API (``trigger``, ``channels``, ...) is available here directly.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        router: Router | None = None,
+        adapter: Adapter | None = None,
+    ) -> None:
+        self.config = config if config is not None else load_config()
+        self.webhooks: Any = None
+        if any(app.webhooks for app in self.config.apps):
+            from .webhooks import WebhookSender
+
+            self.webhooks = WebhookSender(
+                batching=self.config.webhooks_batching,
+                batching_ms=self.config.webhooks_batching_duration_ms,
+            )
+        self.core = PusherServer(
+            self.config, router, webhooks=self.webhooks,
+            adapter=adapter if adapter is not None else adapter_for(self.config),
+        )
+        self.router = self.core.router
+        self.metrics: Any = None
+        if self.config.metrics_enabled:
+            from .metrics import MetricsRegistry
+
+            self.metrics = MetricsRegistry(self.config.metrics_prefix, str(self.config.port))
+            for app in self.core.apps.values():
+                self.metrics.add_app(app.config.id, app.stats)
+            if self.webhooks is not None:
+                self.metrics.set_webhook_source(self.webhooks)
+        from .http.api import HttpApi
+
+        self._api = HttpApi(self.core, self.config).handle
+        self.metrics_server: Any = None
+        self.started = False
+
+    @property
+    def accepting(self) -> bool:
+        """False once :meth:`stop` began: new connections are refused with 4200."""
+        return bool(self.core.accepting)
+
+    async def start(self) -> None:
+        """Connect the adapter (Redis) and start the webhook sender.
+
+        Raises :class:`~soketi_impl.errors.SoketiError` when the adapter cannot connect.
+        """
+        if self.started:
+            return
+        await self.core.adapter.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
+        if self.metrics is not None:
+            from .metrics import MetricsServer
+
+            self.metrics_server = MetricsServer(self.metrics)
+            await self.metrics_server.start(self.config.metrics_host, self.config.metrics_port)
+        self.started = True
+
+    async def stop(self, grace_ms: int | None = None) -> None:
+        """Close every connection with 4200 over the grace period, flush webhooks, disconnect."""
+        grace = self.config.shutdown_grace_period_ms if grace_ms is None else grace_ms
+        await self.core.shutdown(grace)
+        await self.core.adapter.close()
+        if self.webhooks is not None:
+            await self.webhooks.close(max(0.1, grace / 1000))
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = None
+        self.started = False
+
+    def handle_http(self, request: HttpRequest) -> Any:
+        """Answer one HTTP request (the REST API and the health endpoints).
+
+        Returns an :class:`HttpResponse` or an awaitable of one.
+        """
+        if not self.core.accepting and request.path in ("/ready", "/accept-traffic"):
+            return HttpResponse(503, b"Shutting down", "text/plain")
+        return self._api(request)
+
+    # -- the in-process API, delegated to the core --
+
+    async def trigger(
+        self, app_id: str, channels: Iterable[str] | str, event: str, data: Any,
+        socket_id: str | None = None,
+    ) -> int:
+        """Trigger ``event`` on ``channels`` (a name or several); returns local deliveries."""
+        if isinstance(channels, str):
+            channels = [channels]
+        return await self.core.trigger(app_id, channels, event, data, socket_id)
+
+    async def channels(self, app_id: str, prefix: str | None = None) -> dict[str, dict[str, int]]:
+        """Occupied channels with ``subscription_count`` (and ``user_count`` for presence)."""
+        return await self.core.channels(app_id, prefix)
+
+    async def channel(self, app_id: str, channel: str) -> dict[str, Any]:
+        """``occupied``, ``subscription_count``, ``user_count`` (presence), ``cache``."""
+        return await self.core.channel(app_id, channel)
+
+    async def presence_users(self, app_id: str, channel: str) -> list[str]:
+        """The user ids present in a presence channel."""
+        return await self.core.presence_users(app_id, channel)
+
+    async def terminate_user_connections(self, app_id: str, user_id: str) -> int:
+        """Close every connection signed in as ``user_id`` with 4009."""
+        return await self.core.terminate_user_connections(app_id, user_id)
