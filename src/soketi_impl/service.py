@@ -80,7 +80,8 @@ class Pusher:
                 self.metrics.set_webhook_source(self.webhooks)
         from .http.api import HttpApi
 
-        self._api = HttpApi(self.core, self.config).handle
+        self._api_object = HttpApi(self.core, self.config)
+        self._api = self._api_object.handle
         self.metrics_server: Any = None
         self.started = False
 
@@ -126,6 +127,15 @@ class Pusher:
         if not self.core.accepting and request.path in ("/ready", "/accept-traffic"):
             return HttpResponse(503, b"Shutting down", "text/plain")
         return self._api(request)
+
+    def check_http_head(self, request: HttpRequest) -> HttpResponse | None:
+        """An answer decided from the request head alone (unknown app, missing auth), or ``None``.
+
+        Hosts call it before reading a body, so a large body to a request that will be
+        refused anyway is never buffered. ``request.body`` is empty here.
+        """
+        check = getattr(self._api_object, "check_head", None)
+        return check(request) if check is not None else None
 
     # -- the in-process API, delegated to the core --
 
