@@ -63,6 +63,7 @@ SERVER_LABELS = {
     "ours-py": "soketi-impl (SOKETI_IMPL_NO_EXTENSIONS=1)",
     "raw": "raw picows baseline",
     "soketi": f"soketi {SOKETI_VERSION} (node 18)",
+    "before": "soketi-impl before the change (--baseline-src)",
 }
 
 
@@ -153,11 +154,22 @@ class ServerSpec:
     prepare: Callable[[], None] | None = None
 
 
+#: ``--baseline-src DIR``: another checkout of this project (built in place), measured as
+#: the server "before" in the same run as "ours", for before/after comparisons of a change.
+BASELINE_SRC: Path | None = None
+
+
 def server_specs() -> dict[str, ServerSpec]:
     """The servers; adding one is a matter of its start command."""
     src = str(REPO / "src")
     py = sys.executable
+    extra: dict[str, ServerSpec] = {}
+    if BASELINE_SRC is not None:
+        extra["before"] = ServerSpec(
+            "before", [py, "-m", "soketi_impl", "start"], {"PYTHONPATH": str(BASELINE_SRC / "src")}
+        )
     return {
+        **extra,
         "ours": ServerSpec("ours", [py, "-m", "soketi_impl", "start"], {"PYTHONPATH": src}),
         "ours-py": ServerSpec(
             "ours-py",
@@ -949,6 +961,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --table: also write the table into bench/README.md between its markers",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "e2e.json")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="a checkout of an earlier commit, built in place: adds the server 'before'",
+    )
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument(
         "--nice",
@@ -971,6 +989,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     NICE = args.nice
+    global BASELINE_SRC
+    BASELINE_SRC = args.baseline_src.resolve() if args.baseline_src else None
     scenarios = list(SCENARIOS) if args.scenario == "all" else args.scenario.split(",")
     servers = args.servers.split(",")
     for s in scenarios:

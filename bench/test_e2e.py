@@ -1,6 +1,6 @@
 """Smoke tests of the end-to-end benchmark machinery: load client, raw server, runner.
 
-Run: ``cd /work/main && PYTHONPATH=src pytest bench/test_e2e.py -q`` (a few seconds).
+Run from the repository root: ``pytest bench/test_e2e.py -q`` (a few seconds).
 They check the measuring instruments, not performance: a load client that lost or
 mis-signed messages would make every figure in results/e2e.json meaningless.
 """

@@ -11,7 +11,7 @@ What it leaves out on purpose, so that it stays a ceiling: no signature checks
 (HTTP API and channel auth), no validation, no limits, no metrics.  It frames a
 broadcast once and coalesces every message queued for a connection during one
 loop iteration into a single ``write`` (flushed with ``call_soon``), which is the
-one optimisation that matters on loopback (see shared/MEASURED.md).
+one optimisation that matters on loopback (see bench/README.md).
 
 One port, two protocols: a plain asyncio protocol reads the request head; an
 upgrade is handed to picows (``transport.set_protocol``), other requests are

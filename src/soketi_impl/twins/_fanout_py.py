@@ -11,7 +11,7 @@ Four pieces, all without sockets of their own:
   payload once; every recipient gets the very same bytes object.
 
 Why coalescing: one uncoalesced delivery costs about 8 µs of kernel time on
-loopback, whatever language the loop is written in (see ``shared/MEASURED.md``);
+loopback, whatever language the loop is written in (measured: see bench/README.md);
 the number of syscalls is what counts.
 
 Example::
