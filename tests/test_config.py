@@ -612,3 +612,57 @@ def test_duplicate_apps_in_a_config_built_in_code() -> None:
     assert cfg.app_by_key("k2") is None  # indexed once ...
     cfg.reindex()
     assert cfg.app_by_key("k2") is cfg.apps[1]  # ... until reindex()
+
+
+# -- settings other parts read: channel limit, master key, webhook queue bound ----------
+
+
+def test_channels_per_connection_and_webhook_queue_bound(tmp_path: Path) -> None:
+    cfg = load_config(environ={})
+    assert cfg.max_channels_per_connection == 100
+    assert cfg.webhooks_max_queue_bytes == 64 * 1024 * 1024
+    cfg = load_config(
+        environ={
+            "SOKETI_CHANNEL_LIMITS_MAX_PER_CONNECTION": "7",
+            "SOKETI_WEBHOOKS_MAX_QUEUE_BYTES": "4096",
+        }
+    )
+    assert (cfg.max_channels_per_connection, cfg.webhooks_max_queue_bytes) == (7, 4096)
+    path = write(
+        tmp_path, {"channelLimits": {"maxPerConnection": 3}, "webhooks.maxQueueBytes": 2048}
+    )
+    cfg = load_config(path, environ={})
+    assert (cfg.max_channels_per_connection, cfg.webhooks_max_queue_bytes) == (3, 2048)
+    with pytest.raises(ConfigError, match="SOKETI_CHANNEL_LIMITS_MAX_PER_CONNECTION"):
+        load_config(environ={"SOKETI_CHANNEL_LIMITS_MAX_PER_CONNECTION": "0"})
+    with pytest.raises(ConfigError, match="SOKETI_WEBHOOKS_MAX_QUEUE_BYTES"):
+        load_config(environ={"SOKETI_WEBHOOKS_MAX_QUEUE_BYTES": "-1"})
+
+
+KEY32 = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 ASCII bytes
+
+
+def test_encryption_master_key_from_env_and_file(tmp_path: Path) -> None:
+    assert load_config(environ={}).apps[0].encryption_master_key_base64 is None
+    cfg = load_config(environ={"SOKETI_DEFAULT_APP_ENCRYPTION_MASTER_KEY_BASE64": KEY32})
+    assert cfg.apps[0].encryption_master_key_base64 == KEY32
+    path = write(
+        tmp_path,
+        {
+            "appManager.array.apps": [
+                app(encryptionMasterKeyBase64=KEY32),
+                {"id": "2", "key": "k2", "secret": "s2", "encryption_master_key_base64": KEY32},
+                {"id": "3", "key": "k3", "secret": "s3", "encryptionMasterKeyBase64": ""},
+            ]
+        },
+    )
+    keys = [a.encryption_master_key_base64 for a in load_config(path, environ={}).apps]
+    assert keys == [KEY32, KEY32, None]
+
+
+@pytest.mark.parametrize("value", ["abcd", "not base64 at all!", KEY32[:-4], KEY32 + "QUFB"])
+def test_a_bad_master_key_names_the_variable_and_hides_the_key(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={"SOKETI_DEFAULT_APP_ENCRYPTION_MASTER_KEY_BASE64": value})
+    assert "SOKETI_DEFAULT_APP_ENCRYPTION_MASTER_KEY_BASE64" in str(info.value)
+    assert "32 bytes" in str(info.value) and value not in str(info.value)

@@ -29,6 +29,8 @@ Where we differ from soketi, on purpose:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import math
@@ -119,6 +121,9 @@ class AppConfig:
     max_event_payload_in_kb: float = 100
     max_event_batch_size: int = 10
     webhooks: list[WebhookConfig] = field(default_factory=list)
+    #: the app's master key for ``private-encrypted-`` channels (32 bytes, base64),
+    #: as the official SDKs take it (``encryptionMasterKeyBase64``); None: not set
+    encryption_master_key_base64: str | None = None
 
 
 def _default_apps() -> list[AppConfig]:
@@ -168,6 +173,13 @@ class Config:
     user_authentication_timeout_ms: int = 30000
     webhooks_batching: bool = False
     webhooks_batching_duration_ms: int = 50
+    #: bytes of webhook bodies waiting to be sent before new events are dropped
+    #: (``SOKETI_WEBHOOKS_MAX_QUEUE_BYTES``, ``webhooks.maxQueueBytes``; ours)
+    webhooks_max_queue_bytes: int = 64 * 1024 * 1024
+    #: channels one connection may be subscribed to at once; a subscription beyond
+    #: it is refused (``SOKETI_CHANNEL_LIMITS_MAX_PER_CONNECTION``,
+    #: ``channelLimits.maxPerConnection``; ours)
+    max_channels_per_connection: int = 100
     # Server-wide limits: the defaults of every app that does not set its own.
     presence_max_members: int = 100
     presence_max_member_size_kb: float = 2
@@ -352,6 +364,22 @@ def _choice(*allowed: str) -> _Coerce:
     return check
 
 
+def _master_key(value: Any, label: str) -> str | None:
+    """32 bytes in base64 (an app's encryption master key); empty or null: not set."""
+    text = _optional_str(value, label)
+    if text is None:
+        return None
+    what = "32 bytes encoded in base64 (e.g. openssl rand -base64 32)"
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(label, what, "(not base64)") from None
+    if len(raw) != 32:
+        # the key itself is a secret: name its length, never echo it
+        raise ConfigError(label, what, f"({len(raw)} bytes)")
+    return text.strip()
+
+
 def _mb_as_kb(value: Any, label: str) -> float:
     return _positive_number(value, label) * 1024
 
@@ -477,6 +505,12 @@ _SETTINGS: tuple[_Setting, ...] = (
         _int_kind(1),
     ),
     _Setting(
+        "channelLimits.maxPerConnection",
+        "SOKETI_CHANNEL_LIMITS_MAX_PER_CONNECTION",
+        "max_channels_per_connection",
+        _int_kind(1),
+    ),
+    _Setting(
         "channelLimits.cacheTtl", "SOKETI_CHANNEL_CACHE_TTL", "channel_cache_ttl", _int_kind(0)
     ),
     _Setting(
@@ -559,6 +593,12 @@ _SETTINGS: tuple[_Setting, ...] = (
         "webhooks_batching_duration_ms",
         _int_kind(1),
     ),
+    _Setting(
+        "webhooks.maxQueueBytes",
+        "SOKETI_WEBHOOKS_MAX_QUEUE_BYTES",
+        "webhooks_max_queue_bytes",
+        _int_kind(1024),
+    ),
 )
 
 _SETTINGS_BY_KEY: dict[str, _Setting] = {s.key: s for s in _SETTINGS}
@@ -614,6 +654,11 @@ _APP_FIELDS: tuple[_AppField, ...] = (
     _AppField("maxEventPayloadInKb", "max_event_payload_in_kb", _POSITIVE, "event_max_payload_kb"),
     _AppField("maxEventBatchSize", "max_event_batch_size", _int_kind(1), "event_max_batch_size"),
     _AppField("webhooks", "webhooks", _Kind(_webhooks)),
+    _AppField(
+        "encryptionMasterKeyBase64",
+        "encryption_master_key_base64",
+        _Kind(_master_key, text=True),
+    ),
 )
 
 _APP_FIELDS_BY_NAME: dict[str, _AppField] = {f.name: f for f in _APP_FIELDS}
@@ -659,6 +704,7 @@ _DEFAULT_APP_ENV: dict[str, str] = {
     "SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC": "maxBackendEventsPerSecond",
     "SOKETI_DEFAULT_APP_MAX_READ_REQ_PER_SEC": "maxReadRequestsPerSecond",
     "SOKETI_DEFAULT_APP_WEBHOOKS": "webhooks",
+    "SOKETI_DEFAULT_APP_ENCRYPTION_MASTER_KEY_BASE64": "encryptionMasterKeyBase64",
 }
 
 #: Every environment variable we implement, with the file key it stands for.
