@@ -1,5 +1,24 @@
 """soketi-impl: a Pusher Channels compatible server and library.
 
+Everything an application needs is importable from here; the other documented
+modules are :mod:`soketi_impl.asgi` (an ASGI app), :mod:`soketi_impl.aiohttp` (routes
+for an aiohttp application), :mod:`soketi_impl.hooks`, :mod:`soketi_impl.encryption`
+and :mod:`soketi_impl.config`. Modules and names with a leading underscore, and the
+packages ``twins``, ``pusher``, ``adapters``, ``hosts`` and ``http``, are internals.
+
+A whole server, with hooks::
+
+    from soketi_impl import HookEvent, Server, load_config
+
+    server = Server(load_config())          # soketi's variables and config file
+
+    @server.service.on_subscribed
+    async def joined(ev: HookEvent) -> None:
+        print(ev.socket_id, "joined", ev.channel)
+
+    await server.start()
+    await server.service.trigger("app-id", "news", "update", {"a": 1})
+
 The seed API works with any WebSocket framework::
 
     from soketi_impl import Connection, Connections, Router
@@ -14,6 +33,9 @@ The seed API works with any WebSocket framework::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from .config import AppConfig, Config, load_config
 from .connection import Connection
 from .connections import Connections
 from .errors import (
@@ -26,25 +48,53 @@ from .errors import (
     SoketiError,
     UnknownProtocol,
 )
+from .hooks import HookEvent, Hooks
+from .pusher.events import Observer
 from .router import HandlerProtocol, Router, default_router
+from .service import Pusher
 from .twins._speedups import using_extensions
+
+if TYPE_CHECKING:
+    from .server import Server
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AppConfig",
     "AuthError",
     "ClientEventError",
+    "Config",
     "ConfigError",
     "Connection",
     "ConnectionRefused",
     "Connections",
     "DuplicateConnection",
     "HandlerProtocol",
+    "HookEvent",
+    "Hooks",
+    "Observer",
     "ProtocolError",
+    "Pusher",
     "Router",
+    "Server",
     "SoketiError",
     "UnknownProtocol",
     "__version__",
     "default_router",
+    "load_config",
     "using_extensions",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Server brings in picows; an app served by ASGI or aiohttp never needs to load it.
+    if name == "Server":
+        from .server import Server
+
+        globals()["Server"] = Server
+        return Server
+    raise AttributeError(f"module 'soketi_impl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"Server"})

@@ -12,16 +12,23 @@ only carry bytes: the picows server (:class:`~soketi_impl.server.Server`), ASGI
     await pusher.start()
     await pusher.trigger("app-id", ["news"], "update", {"a": 1})
     await pusher.stop()
+
+Hooks (see :mod:`soketi_impl.hooks`) are decorators on it: ``@pusher.on_subscribed``,
+``@pusher.on_client_event`` ... On ``private-encrypted-`` channels :meth:`Pusher.trigger`
+encrypts with the app's master key (see :mod:`soketi_impl.encryption`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from .adapters.base import Adapter, LocalAdapter
 from .config import Config, load_config
+from .encryption import encrypt, is_encrypted_channel, parse_master_key
+from .errors import ConfigError
+from .hooks import HookDecorators, HookHandler, Hooks
 from .http.types import HttpRequest, HttpResponse
 from .pusher.server import PusherServer, new_socket_id
 from .router import Router
@@ -29,6 +36,8 @@ from .router import Router
 __all__ = ["Pusher", "adapter_for", "new_socket_id"]
 
 log = logging.getLogger("soketi_impl.service")
+
+_ANY_ENCRYPTED = "a private-encrypted- channel"
 
 
 def adapter_for(config: Config) -> Adapter:
@@ -40,12 +49,22 @@ def adapter_for(config: Config) -> Adapter:
     return LocalAdapter()
 
 
-class Pusher:
+class Pusher(HookDecorators):
     """The Pusher core with its adapter, webhooks, metrics registry and HTTP API.
 
     ``config=None`` reads soketi's environment variables and config file exactly as
     ``soketi-impl start`` does. ``pusher.core`` is the protocol core; the in-process
     API (``trigger``, ``channels``, ...) is available here directly.
+
+    ``encryption_master_key_base64`` is the master key for ``private-encrypted-``
+    channels of every app that has none of its own (``encryptionMasterKeyBase64``).
+    ``hooks_queue_size`` bounds the hooks' queue (see :class:`~soketi_impl.hooks.Hooks`).
+
+    Hooks are registered with the ``on_*`` decorators::
+
+        @pusher.on_client_event
+        async def said(ev: HookEvent) -> None:
+            print(ev.channel, ev.event, ev.data)
     """
 
     def __init__(
@@ -54,8 +73,17 @@ class Pusher:
         *,
         router: Router | None = None,
         adapter: Adapter | None = None,
+        encryption_master_key_base64: str | None = None,
+        hooks_queue_size: int = 10_000,
     ) -> None:
         self.config = config if config is not None else load_config()
+        self._master_key = (
+            None if encryption_master_key_base64 is None
+            else parse_master_key(encryption_master_key_base64, "encryption_master_key_base64")
+        )
+        self._app_master_keys: dict[str, bytes] = {}
+        self._hooks: Hooks | None = None
+        self._hooks_queue_size = hooks_queue_size
         self.webhooks: Any = None
         if any(app.webhooks for app in self.config.apps):
             from .webhooks import WebhookSender
@@ -97,6 +125,8 @@ class Pusher:
         """
         if self.started:
             return
+        if self._hooks is not None:
+            self._hooks.start()
         await self.core.adapter.start()
         if self.webhooks is not None:
             await self.webhooks.start()
@@ -117,7 +147,34 @@ class Pusher:
         if self.metrics_server is not None:
             await self.metrics_server.close()
             self.metrics_server = None
+        if self._hooks is not None:
+            await self._hooks.stop()
         self.started = False
+
+    # -- hooks --
+
+    @property
+    def hooks(self) -> Hooks:
+        """The :class:`~soketi_impl.hooks.Hooks` of this server (created at the first hook).
+
+        Until a hook is registered the core has no hooks observer at all, so an app
+        without hooks pays nothing for them. ``pusher.hooks.stats()`` has the counters.
+        """
+        if self._hooks is None:
+            hooks = Hooks(self._hooks_queue_size)
+            add = getattr(self.core, "add_observer", None)
+            if add is not None:
+                add(hooks)
+            else:  # a core from before add_observer
+                cast(Any, self.core).observers.append(hooks)
+            self._hooks = hooks
+            if self.started:
+                hooks.start()
+        return self._hooks
+
+    def on(self, kind: str, handler: HookHandler) -> None:
+        """Register a hook ``handler`` for ``kind``; the ``on_*`` decorators call this."""
+        self.hooks.on(kind, handler)
 
     def handle_http(self, request: HttpRequest) -> Any:
         """Answer one HTTP request (the REST API and the health endpoints).
@@ -143,10 +200,48 @@ class Pusher:
         self, app_id: str, channels: Iterable[str] | str, event: str, data: Any,
         socket_id: str | None = None,
     ) -> int:
-        """Trigger ``event`` on ``channels`` (a name or several); returns local deliveries."""
-        if isinstance(channels, str):
-            channels = [channels]
-        return await self.core.trigger(app_id, channels, event, data, socket_id)
+        """Trigger ``event`` on ``channels`` (a name or several); returns local deliveries.
+
+        On ``private-encrypted-`` channels ``data`` is encrypted with the app's master
+        key first, as the official SDKs do (each channel with its own shared secret).
+        Without a master key this raises :class:`~soketi_impl.errors.ConfigError`
+        naming the app, and nothing is sent to any channel.
+        """
+        names = [channels] if isinstance(channels, str) else list(channels)
+        encrypted = [c for c in names if is_encrypted_channel(c)]
+        if not encrypted:
+            return await self.core.trigger(app_id, names, event, data, socket_id)
+        key = self.master_key(app_id, encrypted[0])
+        plain = [c for c in names if not is_encrypted_channel(c)]
+        sent = await self.core.trigger(app_id, plain, event, data, socket_id) if plain else 0
+        for channel in encrypted:
+            sent += await self.core.trigger(app_id, [channel], event, encrypt(channel, data, key), socket_id)
+        return sent
+
+    def master_key(self, app_id: str, channel: str = _ANY_ENCRYPTED) -> bytes:
+        """The app's master key for encrypted channels (its own, else the ``Pusher``-wide one).
+
+        Raises :class:`~soketi_impl.errors.ConfigError` naming the app when it has none,
+        ``KeyError`` for an unknown app.
+        """
+        key = self._app_master_keys.get(app_id)
+        if key is not None:
+            return key
+        app = self.core.apps[app_id].config
+        own = getattr(app, "encryption_master_key_base64", None)
+        if own:
+            key = parse_master_key(own, f"encryptionMasterKeyBase64 of app {app_id}")
+        elif self._master_key is not None:
+            key = self._master_key
+        else:
+            raise ConfigError(
+                "encryption_master_key_base64",
+                f"a master key for app {app_id!r} to trigger on {channel!r} (the app's "
+                "encryptionMasterKeyBase64, SOKETI_DEFAULT_APP_ENCRYPTION_MASTER_KEY_BASE64, "
+                "or Pusher(encryption_master_key_base64=...))",
+            )
+        self._app_master_keys[app_id] = key
+        return key
 
     async def channels(self, app_id: str, prefix: str | None = None) -> dict[str, dict[str, int]]:
         """Occupied channels with ``subscription_count`` (and ``user_count`` for presence)."""
