@@ -251,7 +251,7 @@ def test_env_variable_tables() -> None:
     assert all(name.startswith("SOKETI_") for name in ENV_VARIABLES)
     assert all(name.startswith("SOKETI_") for name in NOT_IMPLEMENTED_ENV)
     assert not set(ENV_VARIABLES) & set(NOT_IMPLEMENTED_ENV)
-    assert "SOKETI_SSL_CERT" in NOT_IMPLEMENTED_ENV
+    assert "SOKETI_SSL_CERT" in ENV_VARIABLES and "SOKETI_QUEUE_DRIVER" in NOT_IMPLEMENTED_ENV
     assert len(WEBHOOK_EVENT_TYPES) == 7
 
 
@@ -271,17 +271,63 @@ def test_unknown_env_variables_warn_and_do_not_fail(caplog: pytest.LogCaptureFix
     assert "OTHER" not in caplog.text
 
 
+def test_unknown_settings_warn_alike_from_the_file_and_the_environment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unknown name is ignored with the same warning wherever it was written, with
+    the nearest known name as a hint; the known settings beside it still apply."""
+    path = write(
+        tmp_path,
+        {
+            "nope": 1,
+            "metrics": {"enabeld": True},
+            "database.redis.hots": "x",
+            "port": 7002,
+            APPS: [app(bogus=1, enableClientMesages=True)],
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="soketi_impl.config"):
+        from_file = load_config(path, environ={})
+        from_env = load_config(
+            environ={
+                "SOKETI_PROT": "7003",
+                "SOKETI_METRICS_ENABELD": "true",
+                "SOKETI_DEFAULT_APP_SECRT": "s",
+                "SOKETI_PORT": "7002",
+            }
+        )
+    assert from_file.port == 7002 and from_env.port == 7002
+    assert not from_file.metrics_enabled and not from_env.metrics_enabled
+    assert from_file.apps[0].enable_client_messages is False
+    assert from_env.apps[0].secret == "app-secret"
+    assert sorted(from_file.warnings) == [
+        f"unknown setting {APPS}.0.bogus ignored",
+        f"unknown setting {APPS}.0.enableClientMesages ignored"
+        " (did you mean enableClientMessages?)",
+        "unknown setting database.redis.hots ignored (did you mean database.redis.host?)",
+        "unknown setting metrics.enabeld ignored (did you mean metrics.enabled?)",
+        "unknown setting nope ignored",
+    ]
+    assert sorted(from_env.warnings) == [
+        "unknown setting SOKETI_DEFAULT_APP_SECRT ignored"
+        " (did you mean SOKETI_DEFAULT_APP_SECRET?)",
+        "unknown setting SOKETI_METRICS_ENABELD ignored (did you mean SOKETI_METRICS_ENABLED?)",
+        "unknown setting SOKETI_PROT ignored (did you mean SOKETI_PORT?)",
+    ]
+    assert "SOKETI_PROT" in caplog.text and "metrics.enabeld" in caplog.text
+
+
 def test_unimplemented_soketi_variables_warn(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="soketi_impl.config"):
         cfg = load_config(
             environ={
-                "SOKETI_SSL_CERT": "/etc/cert.pem",
+                "SOKETI_DB_MYSQL_HOST": "db",
                 "SOKETI_QUEUE_DRIVER": "sync",  # what we do anyway: no warning
                 "SOKETI_RATE_LIMITER_DRIVER": "redis",
             }
         )
     assert len(cfg.warnings) == 2
-    assert "SOKETI_SSL_CERT" in caplog.text and "SOKETI_RATE_LIMITER_DRIVER" in caplog.text
+    assert "SOKETI_DB_MYSQL_HOST" in caplog.text and "SOKETI_RATE_LIMITER_DRIVER" in caplog.text
     assert "SOKETI_QUEUE_DRIVER" not in caplog.text
 
 
@@ -289,7 +335,7 @@ def test_unimplemented_soketi_file_keys_warn(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         {
-            "ssl.certPath": "/etc/cert.pem",
+            "appManager.mysql.table": "apps",
             "queue": {"driver": "redis"},
             "database.mysql.host": "db",
             "cors": {"credentials": True, "origin": ["https://a.example"]},
@@ -298,9 +344,9 @@ def test_unimplemented_soketi_file_keys_warn(tmp_path: Path) -> None:
     cfg = load_config(path, environ={})
     assert cfg.cors_origins == ["https://a.example"]
     assert sorted(w.split(" ")[0] for w in cfg.warnings) == [
+        "appManager.mysql.table",
         "database.mysql.host",
         "queue.driver",
-        "ssl.certPath",
     ]
 
 
@@ -452,9 +498,6 @@ APPS = "appManager.array.apps"
         ({"port": 6001.5}, "port"),
         ({"metrics.port": True}, "metrics.port"),
         ({"debug": "maybe"}, "debug"),
-        ({"nope": 1}, "nope"),
-        ({"metrics": {"enabeld": True}}, "metrics.enabeld"),
-        ({"database.redis.hots": "x"}, "database.redis.hots"),
         ({"adapter.driver": "nats"}, "adapter.driver"),
         ({"appManager.driver": "mysql"}, "appManager.driver"),
         ({"metrics.driver": "pushgateway"}, "metrics.driver"),
@@ -472,7 +515,6 @@ APPS = "appManager.array.apps"
         ({APPS: [app(maxConnections="x")]}, f"{APPS}.0.maxConnections"),
         ({APPS: [app(maxConnections=-2)]}, f"{APPS}.0.maxConnections"),
         ({APPS: [app(enabled="yes")]}, f"{APPS}.0.enabled"),
-        ({APPS: [app(bogus=1)]}, f"{APPS}.0.bogus"),
         ({APPS: [app(maxConnections=1, max_connections=2)]}, f"{APPS}.0.max_connections"),
         ({APPS: [app(webhooks={"url": "http://x"})]}, f"{APPS}.0.webhooks"),
         ({APPS: [app(webhooks=["http://x"])]}, f"{APPS}.0.webhooks.0"),
@@ -666,3 +708,64 @@ def test_a_bad_master_key_names_the_variable_and_hides_the_key(value: str) -> No
         load_config(environ={"SOKETI_DEFAULT_APP_ENCRYPTION_MASTER_KEY_BASE64": value})
     assert "SOKETI_DEFAULT_APP_ENCRYPTION_MASTER_KEY_BASE64" in str(info.value)
     assert "32 bytes" in str(info.value) and value not in str(info.value)
+
+
+# -- .env (soketi's dotenv) and app rows ------------------------------------------------
+
+
+def test_dotenv_in_the_working_directory_under_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text(
+        "# soketi's .env\n"
+        "SOKETI_PORT=7010\n"
+        "export SOKETI_DEFAULT_APP_KEY='from-dotenv'\n"
+        'SOKETI_DEFAULT_APP_SECRET="quoted # not a comment"\n'
+        "SOKETI_DEFAULT_APP_ID=${HOME}\n"  # no interpolation, as soketi's dotenv
+        "SOKETI_DOTENV_TYPO=1\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in __import__("os").environ if n.startswith("SOKETI_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SOKETI_PORT", "7011")  # the environment wins over .env
+    cfg = load_config()
+    assert cfg.port == 7011
+    assert cfg.apps[0].key == "from-dotenv"
+    assert cfg.apps[0].secret == "quoted # not a comment"
+    assert cfg.apps[0].id == "${HOME}"
+    assert cfg.warnings == ["unknown setting SOKETI_DOTENV_TYPO ignored"]
+    assert "SOKETI_DEFAULT_APP_KEY" not in __import__("os").environ  # not written back
+    # an explicit environ reads no .env unless one is named
+    assert load_config(environ={}).port == 6001
+    assert load_config(environ={}, env_file=str(tmp_path / ".env")).port == 7010
+    assert load_config(environ={}, env_file=str(tmp_path / "missing.env")).port == 6001
+
+
+def test_app_from_row_takes_sql_column_names() -> None:
+    from soketi_impl.config import app_from_row
+
+    server = load_config(environ={"SOKETI_PRESENCE_MAX_MEMBERS": "50"})
+    row = {
+        "id": 7,
+        "key": "k7",
+        "secret": "s7",
+        "max_connections": 10,
+        "enable_client_messages": 1,
+        "enabled": 0,
+        "max_client_events_per_sec": 5,
+        "webhooks": '[{"url": "http://127.0.0.1:9/h", "event_types": ["client_event"]}]',
+        "max_presence_members_per_channel": None,
+        "created_at": "2024-01-01",
+    }
+    got = app_from_row(row, server, "apps row 7")
+    assert (got.id, got.key, got.max_connections, got.max_client_events_per_second) == (
+        "7", "k7", 10, 5,
+    )
+    assert got.enable_client_messages and not got.enabled
+    assert got.max_presence_members_per_channel == 50  # NULL: the server default
+    assert [w.url for w in got.webhooks] == ["http://127.0.0.1:9/h"]
+    with pytest.raises(ConfigError, match="apps row 7.max_connections"):
+        app_from_row({**row, "max_connections": "many"}, server, "apps row 7")
+    with pytest.raises(ConfigError, match="apps row 7.secret"):
+        app_from_row({"id": 1, "key": "k"}, server, "apps row 7")
