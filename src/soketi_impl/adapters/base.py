@@ -1,71 +1,116 @@
-"""Where channel, presence and user state is read and where events are published.
+"""The adapter interface: what crosses between nodes, and what the core offers adapters.
 
-:class:`PusherServer` keeps the connections of *this* node (sockets, sinks,
-channel membership) itself; everything that may have to cross nodes goes through
-an :class:`Adapter`: publishing an event, and the queries of the HTTP API. The
-queries are ``async`` so that a Redis-backed adapter (several server processes)
-can answer them by asking the other nodes; :class:`LocalAdapter` answers from this
-node's state at once.
+An adapter carries *facts* between server nodes: already-encoded event frames,
+presence joins and leaves, and the answers to queries. It never builds a client
+message and never touches a socket: it reports what it learns back to the core
+through :class:`AdapterHost` (implemented by
+:class:`~soketi_impl.pusher.PusherServer`), and the core builds and sends every
+message.
+
+- :meth:`Adapter.publish` takes a frame the core has delivered on this node
+  already, to the other nodes, which hand it to :meth:`AdapterHost.deliver`.
+- :meth:`Adapter.ask` gathers the other nodes' answers to a query
+  (``channels``, ``channel``, ``members``, ``terminate``); each node answers with
+  :meth:`AdapterHost.answer` and the core merges.
+- :meth:`Adapter.presence_join` / :meth:`Adapter.presence_leave`: a user's first
+  connection on this node joined a presence channel, or its last one left. The
+  adapter decides whether the user is new (or gone) across nodes and reports
+  ``remote_member_added`` / ``remote_member_removed`` (to every node: the core
+  broadcasts the member event to its subscribers), ``notify_member_*`` (once, on
+  one node: observers, webhooks) and, for a join, ``presence_joined`` with the
+  member list the joining connection gets.
+
+This module imports nothing from :mod:`soketi_impl.pusher`: the core depends on
+adapters, never the other way round.
 """
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
-import orjson
-
-from ..twins._protocol import PRESENCE, channel_kind, encode_event
-
-if TYPE_CHECKING:
-    from ..pusher.server import AppState, PusherServer, Socket
-
-__all__ = ["Adapter", "LocalAdapter"]
+__all__ = ["Adapter", "AdapterHost", "LocalAdapter", "PresenceJoin"]
 
 
-def join_locally(app: AppState, sock: Socket, channel: str, user_id: str, user_info: Any) -> bool:
-    """Count one connection of ``user_id`` into this node's presence channel.
+class PresenceJoin:
+    """One connection joining a presence channel, waiting for :meth:`AdapterHost.presence_joined`.
 
-    True when it is the user's first connection here (the user is added to the local
-    member list with ``user_info``).
+    ``first_here`` tells whether it is the user's first connection in the channel
+    on this node; ``max_members`` is the app's member limit (-1: none). ``handle``
+    belongs to the core (adapters pass it back untouched).
     """
-    members = app.presence.setdefault(channel, {})
-    entry = members.get(user_id)
-    if sock.presence is None:
-        sock.presence = {}
-    sock.presence[channel] = user_id
-    if entry is None:
-        members[user_id] = [1, user_info]
-        return True
-    entry[0] += 1
-    return False
+
+    __slots__ = ("app_id", "channel", "first_here", "handle", "max_members", "user_id", "user_info")
+
+    def __init__(
+        self, app_id: str, channel: str, user_id: str, user_info: Any, first_here: bool, handle: object,
+        max_members: int = -1,
+    ) -> None:
+        self.app_id = app_id
+        self.channel = channel
+        self.user_id = user_id
+        self.user_info = user_info
+        self.first_here = first_here
+        self.handle = handle
+        self.max_members = max_members
+
+    def __repr__(self) -> str:
+        return f"<PresenceJoin {self.app_id}/{self.channel} {self.user_id}>"
 
 
-def leave_locally(app: AppState, channel: str, user_id: str) -> bool:
-    """Count one connection of ``user_id`` out of this node's presence channel.
+class AdapterHost(Protocol):
+    """What the core offers its adapter (:class:`~soketi_impl.pusher.PusherServer` implements it)."""
 
-    True when it was the user's last connection here (the user is removed from the
-    local member list, and the channel's list too when it is empty).
-    """
-    members = app.presence.get(channel)
-    entry = members.get(user_id) if members is not None else None
-    if members is None or entry is None:
-        return False
-    entry[0] -= 1
-    if entry[0] > 0:
-        return False
-    del members[user_id]
-    if not members:
-        del app.presence[channel]
-    return True
+    def app_ids(self) -> Iterable[str]:
+        """The ids of the apps this node serves."""
+        ...
+
+    def deliver(
+        self, app_id: str, channel: str, payload: bytes, except_socket_id: str | None, cache: bool
+    ) -> int:
+        """A frame published on another node: send it to this node's subscribers (and cache it)."""
+        ...
+
+    def answer(self, app_id: str, op: str, arg: str | None) -> Any:
+        """This node's part of a query, as JSON-able data the core knows how to merge."""
+        ...
+
+    def remote_member_added(self, app_id: str, channel: str, user_id: str, user_info: Any) -> None:
+        """A user joined a presence channel (on some node): tell this node's subscribers."""
+        ...
+
+    def remote_member_removed(self, app_id: str, channel: str, user_id: str) -> None:
+        """A user left a presence channel everywhere: tell this node's subscribers."""
+        ...
+
+    def notify_member_added(self, app_id: str, channel: str, user_id: str, user_info: Any) -> None:
+        """Tell the observers (once across nodes) that a member was added."""
+        ...
+
+    def notify_member_removed(self, app_id: str, channel: str, user_id: str) -> None:
+        """Tell the observers (once across nodes) that a member was removed."""
+        ...
+
+    def presence_joined(
+        self, join: PresenceJoin, members: dict[str, Any] | None, *, full: bool = False
+    ) -> None:
+        """Finish a join: ``members`` (user id -> info) for its subscription_succeeded, or
+        None for this node's own members; ``full`` refuses it (the channel is full)."""
+        ...
+
+    def local_members(self) -> Iterable[tuple[str, str, str, Any]]:
+        """Every presence member on this node: (app id, channel, user id, user_info)."""
+        ...
 
 
 class Adapter:
-    """The interface. Subclasses implement every method."""
+    """The interface; :class:`LocalAdapter` is the one-node implementation."""
 
-    def attach(self, server: PusherServer) -> None:
-        """Called once by the server that uses this adapter."""
-        raise NotImplementedError
+    host: AdapterHost
+
+    def attach(self, host: AdapterHost) -> None:
+        """Called once by the core that uses this adapter."""
+        self.host = host
 
     async def start(self) -> None:
         """Connect to the other nodes, if any; called before the server listens.
@@ -73,121 +118,52 @@ class Adapter:
         Raises a :class:`~soketi_impl.errors.SoketiError` when that is impossible.
         """
 
-    def publish(self, app: AppState, channel: str, payload: bytes, except_socket_id: str | None) -> int:
-        """Deliver a server-encoded event to the channel's subscribers on every node.
-
-        Returns the number of local recipients.
-        """
-        raise NotImplementedError
-
-    async def channels(self, app: AppState, prefix: str | None) -> dict[str, dict[str, int]]:
-        """Occupied channels with ``subscription_count`` (and ``user_count`` for presence)."""
-        raise NotImplementedError
-
-    async def channel(self, app: AppState, channel: str) -> dict[str, Any]:
-        """``occupied``, ``subscription_count``, ``user_count`` (presence), ``cache`` of one channel."""
-        raise NotImplementedError
-
-    async def presence_members(self, app: AppState, channel: str) -> dict[str, Any]:
-        """user id -> user_info of a presence channel."""
-        raise NotImplementedError
-
-    async def terminate_user(self, app: AppState, user_id: str) -> int:
-        """Close every connection of ``user_id`` with 4009; returns how many were closed here."""
-        raise NotImplementedError
-
-    def presence_join(self, sock: Socket, channel: str, user_id: str, user_info: Any) -> None:
-        """``sock`` (already in the channel's table) joins a presence channel as ``user_id``.
-
-        Records the membership, sends ``pusher_internal:subscription_succeeded`` with
-        the members to ``sock`` and, when this is the user's first connection in the
-        channel, ``pusher_internal:member_added`` to the other subscribers (and the
-        ``member_added`` webhook). An adapter may answer later (after a round trip).
-        """
-        raise NotImplementedError
-
-    def presence_leave(self, sock: Socket, channel: str, user_id: str) -> None:
-        """``sock`` (already out of the channel's table) left a presence channel.
-
-        When it was the user's last connection in the channel, sends
-        ``pusher_internal:member_removed`` to the subscribers (and the webhook).
-        """
-        raise NotImplementedError
-
     async def close(self) -> None:
         """Release connections to other nodes, if any."""
 
+    def publish(
+        self, app_id: str, channel: str, payload: bytes, except_socket_id: str | None, cache: bool
+    ) -> None:
+        """Carry an encoded frame (already delivered on this node) to the other nodes.
+
+        ``cache``: the frame is the channel's cached event (cache channels).
+        """
+        raise NotImplementedError
+
+    async def ask(self, app_id: str, op: str, arg: str | None) -> list[Any]:
+        """The other nodes' answers to a query (those that answered in time)."""
+        raise NotImplementedError
+
+    def presence_join(self, join: PresenceJoin) -> None:
+        """A connection joins a presence channel; end with ``host.presence_joined(join, ...)``."""
+        raise NotImplementedError
+
+    def presence_leave(self, app_id: str, channel: str, user_id: str) -> None:
+        """The user's last connection on this node left the presence channel."""
+        raise NotImplementedError
+
 
 class LocalAdapter(Adapter):
-    """One node: everything is answered from this process's state."""
+    """One node: nothing to carry; presence is this node's."""
 
-    server: PusherServer
+    def publish(
+        self, app_id: str, channel: str, payload: bytes, except_socket_id: str | None, cache: bool
+    ) -> None:
+        """Nothing to do: the core delivered on this node already."""
 
-    def attach(self, server: PusherServer) -> None:
-        self.server = server
+    async def ask(self, app_id: str, op: str, arg: str | None) -> list[Any]:
+        """No other node: no other answers."""
+        return []
 
-    def publish(self, app: AppState, channel: str, payload: bytes, except_socket_id: str | None) -> int:
-        exclude = None
-        if except_socket_id:
-            sock = app.sockets.get(except_socket_id)
-            if sock is not None:
-                exclude = sock.sink
-        n: int = app.table.broadcast(channel, payload, exclude)
-        return n
+    def presence_join(self, join: PresenceJoin) -> None:
+        """The user is new in the channel when it is new on this node."""
+        host = self.host
+        if join.first_here:
+            host.remote_member_added(join.app_id, join.channel, join.user_id, join.user_info)
+            host.notify_member_added(join.app_id, join.channel, join.user_id, join.user_info)
+        host.presence_joined(join, None)
 
-    async def channels(self, app: AppState, prefix: str | None) -> dict[str, dict[str, int]]:
-        result: dict[str, dict[str, int]] = {}
-        for name in app.table.channels():
-            if name.startswith("#server-to-user-") or (prefix and not name.startswith(prefix)):
-                continue
-            info = {"subscription_count": app.table.count(name)}
-            members = app.presence.get(name)
-            if members is not None:
-                info["user_count"] = len(members)
-            result[name] = info
-        return result
-
-    async def channel(self, app: AppState, channel: str) -> dict[str, Any]:
-        count = app.table.count(channel)
-        info: dict[str, Any] = {"occupied": count > 0, "subscription_count": count}
-        if channel_kind(channel) == PRESENCE:
-            info["user_count"] = len(app.presence.get(channel, ()))
-        cached = app.cache.get(channel)
-        if cached is not None and cached[1] > time.monotonic():
-            info["cache"] = orjson.loads(cached[0])
-        return info
-
-    async def presence_members(self, app: AppState, channel: str) -> dict[str, Any]:
-        return {uid: entry[1] for uid, entry in app.presence.get(channel, {}).items()}
-
-    async def terminate_user(self, app: AppState, user_id: str) -> int:
-        socks = list(app.users.get(user_id, ()))
-        for sock in socks:
-            self.server.close_socket(sock, 4009, "The app terminated this user's connections.")
-        return len(socks)
-
-    def presence_join(self, sock: Socket, channel: str, user_id: str, user_info: Any) -> None:
-        app = sock.app
-        assert app is not None
-        first = join_locally(app, sock, channel, user_id, user_info)
-        sock.send(self.server._succeeded(app, channel, PRESENCE))
-        if first:
-            added = encode_event(
-                "pusher_internal:member_added", channel,
-                orjson.dumps({"user_id": user_id, "user_info": user_info}).decode(),
-            )
-            app.table.broadcast(channel, added, sock.sink)
-            if self.server.webhooks is not None:
-                self.server.webhooks.member_added(app.config, channel, user_id)
-
-    def presence_leave(self, sock: Socket, channel: str, user_id: str) -> None:
-        app = sock.app
-        assert app is not None
-        if not leave_locally(app, channel, user_id):
-            return
-        removed = encode_event(
-            "pusher_internal:member_removed", channel, orjson.dumps({"user_id": user_id}).decode()
-        )
-        app.table.broadcast(channel, removed, sock.sink)
-        if self.server.webhooks is not None:
-            self.server.webhooks.member_removed(app.config, channel, user_id)
+    def presence_leave(self, app_id: str, channel: str, user_id: str) -> None:
+        """The user is gone when its last connection here left."""
+        self.host.remote_member_removed(app_id, channel, user_id)
+        self.host.notify_member_removed(app_id, channel, user_id)
