@@ -2,7 +2,9 @@
 
 Run: ``PYTHONPATH=src pytest bench/test_bench_http.py --benchmark-enable``
 
-- ``signature``: :func:`check_signature` of a signed trigger (query parse + HMAC + MD5);
+- ``signature``: :func:`~soketi_impl.signing.check_api_request` of a signed trigger
+  (query parse + HMAC + MD5), with the app's prepared :class:`HmacSha256`;
+- ``signature_plain``: the same with the secret as a str (the key set up per call);
 - ``parse``: JSON body -> validated :class:`EventRequest`;
 - ``handle``: the whole :meth:`HttpApi.handle` of a trigger to an empty channel
   (routing, signature, parse, the in-process trigger, the JSON answer, stats);
@@ -26,15 +28,12 @@ import httptools
 import pytest
 
 from soketi_impl.config import load_config
-from soketi_impl.hosts.picows import HttpRequest
-from soketi_impl.http.api import (
-    HmacSha256,
-    HttpApi,
-    check_signature,
-    parse_event,
-    parse_query,
-)
+from soketi_impl.http.api import HttpApi
+from soketi_impl.http.events import parse_event
+from soketi_impl.http.query import parse_query
+from soketi_impl.http.types import HttpRequest
 from soketi_impl.pusher.server import PusherServer
+from soketi_impl.signing import HmacSha256, check_api_request
 from soketi_impl.twins._fanout import Sink
 
 APP_ID, APP_KEY, APP_SECRET = "1234", "app-key", "app-secret"
@@ -80,9 +79,27 @@ def test_signature(benchmark: Any) -> None:
     mac = HmacSha256(APP_SECRET.encode())  # prepared once per app, as HttpApi does
 
     def run() -> None:
-        check_signature("POST", (req.path,), parse_query(req.query), req.body, APP_KEY, mac, now)
+        check_api_request("POST", (req.path,), parse_query(req.query), req.body, APP_KEY, mac, now)
 
     benchmark(run)
+
+
+def test_signature_plain(benchmark: Any) -> None:
+    req = signed("bench")
+    now = time.time()
+
+    def run() -> None:
+        check_api_request(
+            "POST", (req.path,), parse_query(req.query), req.body, APP_KEY, APP_SECRET, now
+        )
+
+    benchmark(run)
+
+
+def test_check_head(benchmark: Any, api: HttpApi) -> None:
+    req = signed("bench")
+    req.headers["content-length"] = str(len(req.body))
+    assert benchmark(api.check_head, req) is None
 
 
 def test_parse(benchmark: Any, api: HttpApi) -> None:

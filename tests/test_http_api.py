@@ -602,7 +602,7 @@ async def test_path_prefix_and_escaped_channel() -> None:
 @settings(max_examples=200, deadline=None)
 @given(key=st.binary(max_size=200), msg=st.binary(max_size=300))
 def test_hmac_matches_stdlib(key: bytes, msg: bytes) -> None:
-    from soketi_impl.http.api import HmacSha256
+    from soketi_impl.signing import HmacSha256
 
     mac = HmacSha256(key)
     assert mac.digest(msg) == hmac.digest(key, msg, "sha256")

@@ -45,9 +45,8 @@ HttpHandler = Callable[[HttpRequest], "Awaitable[HttpResponse] | HttpResponse"]
 
 
 def health_handler(request: HttpRequest) -> HttpResponse:
-    """The default HTTP handler: health endpoints only."""
-    if request.path in ("/", "/ready", "/accept-traffic"):
-        return HttpResponse(200, b"OK", "text/plain")
-    return HttpResponse(404, b'{"error":"Not found"}')
+    """The default HTTP handler: health endpoints only (see :mod:`soketi_impl.http.health`)."""
+    from .health import health_response  # health builds HttpResponse: imported late
 
-
+    response = health_response(request.path, True)
+    return response if response is not None else HttpResponse(404, b'{"error":"Not found."}')
