@@ -17,7 +17,8 @@ import pusher
 import pytest
 from aiohttp import web
 
-from soketi_impl.webhooks import WebhookSender, sign
+from soketi_impl.signing import webhook_signature
+from soketi_impl.webhooks import WebhookSender
 
 KEY = "app-key"
 SECRET = "app-secret"
@@ -203,8 +204,10 @@ async def test_each_immediate_event_type_is_signed_and_shaped(receiver: Receiver
     for hit in hits:
         assert hit.headers["Content-Type"] == "application/json"
         assert hit.headers["X-Pusher-Key"] == KEY
-        assert hit.headers["X-Pusher-Signature"] == sign(SECRET, hit.body)
-    assert sender.stats == {"queue_depth": 0, "sent": 6, "failed": 0, "retries": 0, "dropped": 0}
+        assert hit.headers["X-Pusher-Signature"] == webhook_signature(SECRET, hit.body)
+    assert sender.stats == {
+        "queue_depth": 0, "queue_bytes": 0, "sent": 6, "failed": 0, "retries": 0, "dropped": 0
+    }
 
 
 async def test_debounced_events_are_sent_after_the_window(receiver: Receiver) -> None:
