@@ -102,12 +102,15 @@ async def test_a_raising_handler_is_logged_and_the_next_one_runs(
     assert str([r for r in caplog.records if r.exc_info][-1].exc_info[1]) == "boom late"  # type: ignore[index]
 
 
-async def test_full_queue_drops_the_newest_and_counts_it() -> None:
+async def test_full_queue_drops_the_newest_and_counts_it(caplog: pytest.LogCaptureFixture) -> None:
     hooks, seen = Hooks(maxsize=3), []
     hooks.on_channel_occupied(lambda ev: seen.append(ev.channel))
     for i in range(5):  # consumer not started: the queue fills
         hooks.channel_occupied(APP, f"ch{i}")
     assert (hooks.queued, hooks.dropped, hooks.pending) == (3, 2, 3)
+    assert [r.getMessage() for r in caplog.records if "queue full" in r.getMessage()] == [
+        "hooks queue full (3 events): dropping the newest (1 dropped so far)"
+    ]  # once, not once per drop
     hooks.start()
     await hooks.stop()
     assert seen == ["ch0", "ch1", "ch2"]

@@ -1,23 +1,27 @@
 """soketi-impl: a Pusher Channels compatible server and library.
 
-Everything an application needs is importable from here; the other documented
+Everything an application needs is importable from here. The other documented
 modules are :mod:`soketi_impl.asgi` (an ASGI app), :mod:`soketi_impl.aiohttp` (routes
 for an aiohttp application), :mod:`soketi_impl.hooks`, :mod:`soketi_impl.encryption`
 and :mod:`soketi_impl.config`. Modules and names with a leading underscore, and the
 packages ``twins``, ``pusher``, ``adapters``, ``hosts`` and ``http``, are internals.
 
-A whole server, with hooks::
+A whole server, with a hook and an in-process trigger::
 
-    from soketi_impl import HookEvent, Server, load_config
+    from soketi_impl import HookEvent, Pusher, Server, load_config
 
-    server = Server(load_config())          # soketi's variables and config file
+    pusher = Pusher(load_config())          # soketi's variables and config file
 
-    @server.service.on_subscribed
+    @pusher.on_subscribed
     async def joined(ev: HookEvent) -> None:
         print(ev.socket_id, "joined", ev.channel)
 
+    server = Server(pusher=pusher)          # the picows host
     await server.start()
-    await server.service.trigger("app-id", "news", "update", {"a": 1})
+    await pusher.trigger("app-id", "news", "update", {"a": 1})
+
+An app's auth endpoint answers pusher-js with :func:`authorize_channel` (private,
+presence and encrypted channels) and :func:`authenticate_user` (sign-in).
 
 The seed API works with any WebSocket framework::
 
@@ -52,6 +56,7 @@ from .hooks import HookEvent, Hooks
 from .pusher.events import Observer
 from .router import HandlerProtocol, Router, default_router
 from .service import Pusher
+from .signing import authenticate_user, authorize_channel
 from .twins._speedups import using_extensions
 
 if TYPE_CHECKING:
@@ -80,6 +85,8 @@ __all__ = [
     "SoketiError",
     "UnknownProtocol",
     "__version__",
+    "authenticate_user",
+    "authorize_channel",
     "default_router",
     "load_config",
     "using_extensions",

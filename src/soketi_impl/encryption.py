@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from typing import Any
 
 import nacl.secret
@@ -32,6 +31,10 @@ import nacl.utils
 import orjson
 
 from .errors import ConfigError
+
+# The channel's secretbox key is also what a channel authorization hands pusher-js
+# (signing.authorize_channel), so it is derived in one place.
+from .signing import shared_secret
 
 __all__ = ["ENCRYPTED_PREFIX", "decrypt", "encrypt", "is_encrypted_channel", "parse_master_key", "shared_secret"]
 
@@ -56,11 +59,6 @@ def parse_master_key(key_base64: str, label: str = "encryption_master_key_base64
     if len(raw) != _KEY_SIZE:
         raise ConfigError(label, f"base64 of {_KEY_SIZE} bytes", f"<{len(raw)} bytes>")
     return raw
-
-
-def shared_secret(channel: str, master_key: bytes) -> bytes:
-    """The channel's secretbox key: ``SHA256(channel as UTF-8 + master_key)``."""
-    return hashlib.sha256(channel.encode("utf-8") + master_key).digest()
 
 
 def _plaintext(data: Any) -> bytes:

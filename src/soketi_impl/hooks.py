@@ -26,8 +26,10 @@ How handlers run:
   per ``LOG_WINDOW_S`` seconds, then one line saying how many were not logged) and
   counted in ``failed``; the next handler runs as usual.
 - When the queue is full the NEWEST event is dropped (the event being told at that
-  moment) and counted in ``dropped``: what is queued keeps its order, and the server
-  never waits for hooks.
+  moment) and counted in ``dropped`` (with a warning at most once a minute): what is
+  queued keeps its order, and the server never waits for hooks. An event holds a
+  client event's data, so the queue's memory is at most ``maxsize`` times the largest
+  client event the app allows (``max_event_payload_in_kb``).
 - :meth:`Hooks.stop` (called by ``Pusher.stop``) lets the consumer drain what is queued
   for up to ``drain_timeout`` seconds; events still queued after that are counted in
   ``dropped``.
@@ -191,6 +193,7 @@ class Hooks(HookDecorators, Observer):
         self._log_window = 0.0
         self._log_count = 0
         self._log_suppressed = 0
+        self._drop_logged = -self.LOG_WINDOW_S
 
     # ------------------------------------------------------------------ registration
 
@@ -266,6 +269,13 @@ class Hooks(HookDecorators, Observer):
     def _put(self, ev: HookEvent) -> None:
         if len(self._queue) >= self.maxsize:
             self.dropped += 1
+            now = monotonic()
+            if now - self._drop_logged >= self.LOG_WINDOW_S:
+                self._drop_logged = now
+                log.warning(
+                    "hooks queue full (%d events): dropping the newest (%d dropped so far)",
+                    self.maxsize, self.dropped,
+                )
             return
         self._queue.append(ev)
         self.queued += 1
