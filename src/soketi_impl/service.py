@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
 from .adapters.base import Adapter, LocalAdapter
 from .config import Config, load_config
@@ -162,15 +162,16 @@ class Pusher(HookDecorators):
         """
         if self._hooks is None:
             hooks = Hooks(self._hooks_queue_size)
-            add = getattr(self.core, "add_observer", None)
-            if add is not None:
-                add(hooks)
-            else:  # a core from before add_observer
-                cast(Any, self.core).observers.append(hooks)
+            self.core.add_observer(hooks)
             self._hooks = hooks
             if self.started:
                 hooks.start()
         return self._hooks
+
+    @property
+    def has_hooks(self) -> bool:
+        """Whether a hook was registered (metrics read ``hooks.stats()`` only then)."""
+        return self._hooks is not None
 
     def on(self, kind: str, handler: HookHandler) -> None:
         """Register a hook ``handler`` for ``kind``; the ``on_*`` decorators call this."""
