@@ -8,7 +8,7 @@ from picows import WSListener, WSMsgType, ws_create_server
 
 from soketi_impl import Connection, Connections, Router
 
-conns, router, ids = Connections(), Router(), itertools.count(1)
+conns, router, ids = Connections(), Router(), itertools.count(1)  # numeric ids, as the seed
 
 
 @router.on_new_connection
@@ -28,7 +28,7 @@ router.on_connection_closed(lambda conn, code, msg: conns.remove_connection(conn
 
 class Listener(WSListener):  # picows calls these; the router does the rest
     def on_ws_connected(self, transport):  # type: ignore[no-untyped-def]
-        self.conn = Connection(str(next(ids)), send=lambda m: transport.send(WSMsgType.TEXT, m),
+        self.conn = Connection(next(ids), send=lambda m: transport.send(WSMsgType.TEXT, m),
                                close=lambda code=1000, reason="": transport.send_close(code, reason))
         router.feed("new", self.conn)
 

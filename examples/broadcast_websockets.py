@@ -8,7 +8,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from soketi_impl import Connection, Connections, Router
 
-conns, router, ids = Connections(), Router(), itertools.count(1)
+conns, router, ids = Connections(), Router(), itertools.count(1)  # numeric ids, as the seed
 
 
 @router.on_new_connection
@@ -27,7 +27,7 @@ router.on_connection_closed(lambda conn, code, msg: conns.remove_connection(conn
 
 
 async def handler(ws: ServerConnection) -> None:
-    conn = Connection(str(next(ids)), ws)  # a websockets connection has send() and close()
+    conn = Connection(next(ids), ws)  # a websockets connection has send() and close()
     await router.handle_new_connection(conn)
     try:
         async for message in ws:

@@ -246,3 +246,29 @@ async def test_static_style_uses_the_default_router() -> None:
             Router().get_protocol("onPing")
     finally:
         Router._default = saved
+
+
+@pytest.mark.parametrize("native_cls", [SyncNative, AsyncNative], ids=["sync", "async"])
+async def test_send_text_nowait_sends_str(native_cls: type[SyncNative]) -> None:
+    native = native_cls()
+    conn = Connection(3, native)
+    assert conn.send_text_nowait(b'{"event":"e","data":"\xc3\xa9"}')
+    assert conn.send_text_nowait("already str")
+    assert await conn.send(b"\x02")  # after the two above, whatever the native's speed
+    q = conn._queue
+    if q is not None and q.task is not None:
+        await asyncio.wait_for(asyncio.shield(q.task), 5)
+    assert native.sent == ['{"event":"e","data":"é"}', "already str", b"\x02"]
+    with pytest.raises(UnicodeDecodeError):
+        conn.send_text_nowait(b"\xff")
+
+
+async def test_connections_with_numeric_ids() -> None:
+    conns = Connections()
+    a, b = Connection(81234, SyncNative()), Connection(("node-2", 5), SyncNative())
+    await conns.new_connection(a)
+    await conns.new_connection(b)
+    assert conns.get(81234) is a and 81234.0 in conns and ("node-2", 5) in conns
+    assert await conns.remove_connection(81234) is True
+    assert conns.discard(("node-2", 5)) is True and conns.discard(("node-2", 5)) is False
+    assert len(conns) == 0 and conns.discard(7) is False

@@ -1,10 +1,17 @@
 """``Connection``: one client connection, wrapping any native socket's send and close.
 
-The native object can come from any WebSocket framework: it needs ``send(message)``
-and ``close(code=None, reason=None)``, each either a plain function or a coroutine
-function. Or pass the two callables directly::
+The native object can come from any WebSocket framework. What it offers is found
+once, at construction, and str goes out as a text frame, bytes as a binary frame:
 
-    conn = Connection("1.2", native_ws)
+- aiohttp's ``WebSocketResponse``: ``send_str`` / ``send_bytes``, ``close(code=, message=)``;
+- Starlette's (and FastAPI's) ``WebSocket``: ``send_text`` / ``send_bytes``, ``close(code, reason)``;
+- the ``websockets`` library, picows listeners and anything else with ``send(message)``
+  and ``close(code, reason)``.
+
+Each method may be a plain function or a coroutine function. Or pass the two
+callables directly::
+
+    conn = Connection(42, native_ws)
     conn = Connection("1.2", send=ws.send, close=ws.close)
     await conn.send("Hello!")
 """
@@ -12,63 +19,105 @@ function. Or pass the two callables directly::
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Protocol
 
 import orjson
 
-__all__ = ["Connection", "NativeSocket"]
+__all__ = ["MAX_PENDING_BYTES", "OVER_CAPACITY", "Connection", "NativeSocket"]
 
 log = logging.getLogger("soketi_impl.connection")
 
 SendFn = Callable[[Any], Any]
 CloseFn = Callable[..., Any]
 
+#: Default bound on the bytes of messages waiting behind an async native send.
+MAX_PENDING_BYTES = 4 * 1024 * 1024
+#: The Pusher close code for a client that does not keep up ("Over capacity").
+OVER_CAPACITY = 4100
+
 
 class NativeSocket(Protocol):
-    """What :class:`Connection` needs from a framework's socket object."""
+    """The generic shape :class:`Connection` accepts; see the module docstring for the others."""
 
     def send(self, message: Any) -> Any: ...
 
     def close(self, code: int | None = None, reason: str | None = None) -> Any: ...
 
 
+class _Pending(deque[Any]):
+    """Messages waiting behind an in-flight async native send, their size, the task
+    sending them (``None`` when no send is in flight) and, until that task starts,
+    the native send it will await."""
+
+    __slots__ = ("nbytes", "task", "first")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0
+        self.task: asyncio.Future[None] | None = None
+        self.first: Awaitable[Any] | None = None
+
+
 class Connection:
-    """A connection with an ``id``, wrapping a native socket.
+    """A connection with an ``id`` (any hashable: ``42``, ``"1.2"``, a tuple), wrapping a native socket.
 
     ``send`` and ``close`` never raise into the caller: a send on a closed connection,
-    or one that the native socket fails, returns ``False`` (and marks the connection
-    closed when the socket failed).
+    or one that the native socket fails, returns ``False``. A failure of the native
+    send or close is logged at WARNING (once per connection) and marks it closed.
+
+    Sends that wait behind an async native send are queued in call order, up to
+    ``max_pending_bytes`` (``len()`` of each message); past that the queue is dropped
+    and the connection closed with 4100 ("Over capacity").
 
     ``state`` is free for the protocol that drives the connection (the Pusher server
     keeps its per-connection data there).
     """
 
+    # Memory: with a native whose methods are defined on its class (every framework
+    # above, and the picows listener) the slots hold functions shared by all
+    # connections of that class, so a connection owns no per-connection objects.
     __slots__ = (
-        "id", "_native", "_send", "_close", "closed", "state", "_queue", "path", "raw_write",
-        "write_buffer_size", "__weakref__",
+        "id", "_native", "_send", "_send_bytes", "_close", "closed", "state", "_queue",
+        "_max_pending", "path", "raw_write", "write_buffer_size", "__weakref__",
     )
 
     def __init__(
         self,
-        id: str,
-        native: NativeSocket | None = None,
+        id: Hashable,
+        native: object | None = None,
         *,
         send: SendFn | None = None,
         close: CloseFn | None = None,
         path: str | None = None,
         raw_write: Callable[[bytes], Any] | None = None,
         write_buffer_size: Callable[[], int] | None = None,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
     ) -> None:
         if native is None and (send is None or close is None):
             raise TypeError("Connection needs a native socket or both send= and close=")
-        # With a native socket its methods are looked up per call rather than kept as
-        # two bound-method objects: 128 bytes less per connection.
-        self._native = native
-        self.id = id
+        #: The id: any hashable value, compared with dict semantics in :class:`Connections`.
+        self.id: Any = id
+        # Two conventions, fixed here: with ``_native`` set, ``_send``/``_send_bytes``/
+        # ``_close`` are shared functions called with the native first; with ``_native``
+        # None they are this connection's own callables.
+        self._native: object | None = None
+        self._send_bytes: Callable[..., Any] | None = None
+        if native is not None and send is None and close is None:
+            self._native, self._send, self._send_bytes, self._close = _drive(native)
+        elif native is not None:  # one of the native's methods overridden
+            if send is None:
+                text_name, binary_name = _send_names(native)
+                send = getattr(native, text_name)
+                self._send_bytes = getattr(native, binary_name) if binary_name else None
+            self._send = send
+            self._close = close if close is not None else functools.partial(_close_style(native), native)
+        else:
+            self._send, self._close = send, close
         #: The request path and query the client connected with (``/app/KEY?protocol=7``):
         #: the Pusher handlers read the app key from it.
         self.path = path
@@ -77,31 +126,34 @@ class Connection:
         self.raw_write = raw_write
         #: Optional: the transport's write buffer size, for backpressure.
         self.write_buffer_size = write_buffer_size
-        self._send: SendFn | None = send
-        self._close: CloseFn | None = close
+        #: True once closed, or once the native socket failed a send or close.
         self.closed = False
         self.state: Any = None
-        # Messages waiting behind an async native send, so order is kept.
-        self._queue: deque[Any] | None = None
+        self._queue: _Pending | None = None
+        self._max_pending = max_pending_bytes
 
     def __repr__(self) -> str:
         return f"<Connection {self.id!r}{' closed' if self.closed else ''}>"
 
+    def _call(self, message: Any) -> Any:
+        f = self._send if self._send_bytes is None or isinstance(message, str) else self._send_bytes
+        native = self._native
+        return f(message) if native is None else f(native, message)
+
     async def send(self, message: str | bytes) -> bool:
-        """Send one message; ``True`` when the native socket took it."""
+        """Send one message (str as a text frame, bytes as binary); ``True`` when the native socket took it."""
         if self.closed:
             return False
-        if self._queue:
+        q = self._queue
+        if q is not None and q.task is not None:
             # Earlier fire-and-forget sends are still in flight: keep the order.
-            self._queue.append(message)
-            return True
+            return self._enqueue(q, message)
         try:
-            result = (self._send or self._native.send)(message)  # type: ignore[union-attr]
-            if inspect.isawaitable(result):
+            result = self._call(message)
+            if result is not None and inspect.isawaitable(result):
                 await result
         except Exception as exc:  # the socket went away under us
-            log.debug("send on %s failed: %r", self.id, exc)
-            self.closed = True
+            self._fail("send", exc)
             return False
         return True
 
@@ -113,58 +165,189 @@ class Connection:
         """Send without awaiting: for synchronous callers such as the fan-out flush.
 
         An async native send is scheduled; further messages queue behind it, so the
-        order of messages is the order of calls.
+        order of messages is the order of calls. ``False`` when the connection is
+        closed, the native send failed, or the queue went over ``max_pending_bytes``.
         """
         if self.closed:
             return False
-        if self._queue is not None and self._queue:
-            self._queue.append(message)
-            return True
+        q = self._queue
+        if q is not None and q.task is not None:
+            return self._enqueue(q, message)
+        # _call inlined: this is the fan-out's per-recipient path for non-picows hosts.
+        f = self._send if self._send_bytes is None or isinstance(message, str) else self._send_bytes
+        native = self._native
         try:
-            result = (self._send or self._native.send)(message)  # type: ignore[union-attr]
+            result = f(message) if native is None else f(native, message)
         except Exception as exc:
-            log.debug("send on %s failed: %r", self.id, exc)
-            self.closed = True
+            self._fail("send", exc)
             return False
-        if inspect.isawaitable(result):
-            if self._queue is None:
-                self._queue = deque()
-            self._queue.append(None)  # marks "a send is in flight"
-            asyncio.ensure_future(self._drain(result))
+        if result is not None and inspect.isawaitable(result):
+            if q is None:
+                q = self._queue = _Pending()
+            q.first = result
+            q.task = asyncio.ensure_future(self._drain(q, result))
         return True
 
-    async def _drain(self, first: Awaitable[Any]) -> None:
-        assert self._queue is not None
+    def send_text_nowait(self, payload: bytes | str) -> bool:
+        """:meth:`send_nowait` as a text frame: UTF-8 ``bytes`` are decoded to ``str`` first.
+
+        The Pusher fan-out hands bytes; this makes every framework send them as TEXT
+        frames (the ``websockets`` library sends bytes as binary). Invalid UTF-8
+        raises ``UnicodeDecodeError``: the caller built the payload.
+        """
+        if not isinstance(payload, str):
+            payload = str(payload, "utf-8")
+        return self.send_nowait(payload)
+
+    def _enqueue(self, q: _Pending, message: Any) -> bool:
+        q.append(message)
+        q.nbytes += len(message)
+        if q.nbytes > self._max_pending:
+            self._over_capacity(q)
+            return False
+        return True
+
+    def _over_capacity(self, q: _Pending) -> None:
+        log.info("connection %r: over %d bytes wait behind a slow send: closing with %d",
+                 self.id, self._max_pending, OVER_CAPACITY)
+        self.closed = True
+        q.clear()
+        q.nbytes = 0
+        if q.task is not None:
+            q.task.cancel()  # the stuck send: it may never finish on its own
+            first, q.first = q.first, None
+            if first is not None and inspect.iscoroutine(first):
+                # Its task never ran (all in one loop iteration): a cancelled task
+                # would drop the native's coroutine un-awaited, with a RuntimeWarning.
+                first.close()
+        _spawn(self.close(OVER_CAPACITY, "Over capacity"))
+
+    async def _drain(self, q: _Pending, first: Awaitable[Any]) -> None:
+        q.first = None
         try:
             await first
-            self._queue.popleft()
-            while self._queue and not self.closed:
-                result = (self._send or self._native.send)(self._queue[0])  # type: ignore[union-attr]
-                if inspect.isawaitable(result):
+            while q and not self.closed:
+                message = q.popleft()
+                q.nbytes -= len(message)
+                result = self._call(message)
+                if result is not None and inspect.isawaitable(result):
                     await result
-                self._queue.popleft()
         except Exception as exc:
-            log.debug("send on %s failed: %r", self.id, exc)
-            self.closed = True
-            self._queue.clear()
+            q.clear()
+            q.nbytes = 0
+            self._fail("send", exc)
+        finally:
+            q.task = None
+            if not q and self._queue is q:
+                self._queue = None  # an idle connection keeps no deque
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        # The first failure is a WARNING; later ones on a connection already closed
+        # or failed are the same story, told at debug.
+        level = logging.DEBUG if self.closed else logging.WARNING
+        self.closed = True
+        log.log(level, "%s on connection %r failed, marking it closed: %r", what, self.id, exc)
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Close the native socket (once); errors from it are logged, not raised."""
-        if self._close is _noop:
+        """Close the native socket (once); errors from it are logged, not raised.
+
+        Messages still waiting behind an async send are dropped.
+        """
+        close = self._close
+        if close is _noop:
             return
-        close = self._close or self._native.close  # type: ignore[union-attr]
         self._close = _noop
+        already = self.closed
         self.closed = True
+        q = self._queue
+        if q is not None:
+            q.clear()
+            q.nbytes = 0
         try:
-            if code is None and reason is None:
+            native = self._native
+            if native is not None:
+                result = close(native, code, reason)
+            elif code is None and reason is None:
                 result = close()
             else:
                 result = close(code, reason)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 await result
         except Exception as exc:
-            log.debug("close of %s failed: %r", self.id, exc)
+            self.closed = already  # so _fail tells it at the right level
+            self._fail("close", exc)
 
 
 def _noop(*args: Any) -> None:
     return None
+
+
+def _close_positional(native: Any, code: int | None = None, reason: str | None = None) -> Any:
+    """``close(code, reason)``: the websockets library, Starlette, picows listeners, most others."""
+    if code is None and reason is None:
+        return native.close()
+    return native.close(1000 if code is None else code, reason or "")
+
+
+def _close_keyword(native: Any, code: int | None = None, reason: str | None = None) -> Any:
+    """aiohttp's ``close(*, code=, message=bytes)``."""
+    if code is None and reason is None:
+        return native.close()
+    return native.close(code=1000 if code is None else code, message=(reason or "").encode())
+
+
+def _send_names(native: object) -> tuple[str, str | None]:
+    """The names of the text and binary send methods of ``native`` (binary None: one send for both)."""
+    if hasattr(native, "send_bytes"):
+        if hasattr(native, "send_str"):  # aiohttp (server and client sockets)
+            return "send_str", "send_bytes"
+        if hasattr(native, "send_text"):  # Starlette, FastAPI, Litestar: send() takes ASGI dicts
+            return "send_text", "send_bytes"
+    if hasattr(native, "send"):
+        return "send", None
+    raise TypeError(
+        f"{type(native).__name__} has no send(), send_str()/send_bytes() or send_text()/send_bytes():"
+        " pass send= and close= to Connection"
+    )
+
+
+def _close_style(native: object) -> Callable[..., Any]:
+    if not callable(getattr(native, "close", None)):
+        raise TypeError(f"{type(native).__name__} has no close(): pass close= to Connection")
+    return _close_keyword if hasattr(native, "send_str") else _close_positional
+
+
+def _own(native: object, name: str) -> Any:
+    """``type(native).<name>`` when ``native.<name>`` is exactly that function bound to
+    ``native``, so every connection of that class can share it; else ``None``."""
+    func = getattr(type(native), name, None)
+    if func is None:
+        return None
+    bound = getattr(native, name, None)
+    if getattr(bound, "__func__", None) is func and getattr(bound, "__self__", None) is native:
+        return func
+    return None
+
+
+def _drive(native: object) -> tuple[object | None, Any, Any, Any]:
+    """``(_native, _send, _send_bytes, _close)`` for a native socket (see Connection.__init__)."""
+    text_name, binary_name = _send_names(native)
+    close_style = _close_style(native)
+    text = _own(native, text_name)
+    binary = _own(native, binary_name) if binary_name else None
+    if text is not None and (binary_name is None or binary is not None):
+        return native, text, binary, close_style
+    # Methods that live on the instance (or come from __getattr__): this connection's
+    # own bound callables, the rare and slower path.
+    send_bytes = getattr(native, binary_name) if binary_name else None
+    return None, getattr(native, text_name), send_bytes, functools.partial(close_style, native)
+
+
+_TASKS: set[asyncio.Future[Any]] = set()
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    # The loop keeps only weak references to tasks: hold each until it is done.
+    task = asyncio.ensure_future(coro)
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)

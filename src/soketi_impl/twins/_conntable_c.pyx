@@ -1,12 +1,16 @@
 # cython: language_level=3
 """Connection table, compiled twin of ``_conntable_py``.
 
-A CPython dict is already the best hash table at hand for str keys; what this
-module removes is the Python-level method dispatch around it: ``cpdef`` methods
-are direct C calls from other Cython modules and cheap vectorcalls from Python.
+A CPython dict is already the best hash table at hand; what this module removes
+is the Python-level method dispatch around it: ``cpdef`` methods are direct C
+calls from other Cython modules and cheap vectorcalls from Python.
+
+Keys are any hashable object, with dict semantics (``1``, ``1.0`` and ``True`` are
+one key), exactly as in the py twin: the seed's example uses numeric ids. An
+``object`` parameter costs a str key nothing (a ``str`` one only added a type check).
 """
 
-from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_SetItem
+from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError, PyDict_SetItem
 from types import MappingProxyType
 
 from soketi_impl.errors import DuplicateConnection
@@ -21,20 +25,21 @@ cdef class ConnectionTable:
         self._items = {}
         self._view = MappingProxyType(self._items)
 
-    cpdef add(self, str key, object value):
+    cpdef add(self, object key, object value):
         """Add ``value`` under ``key``; a key already present raises DuplicateConnection."""
         if PyDict_Contains(self._items, key):
             raise DuplicateConnection(f"connection id {key!r} is already tracked")
         PyDict_SetItem(self._items, key, value)
 
-    cpdef object remove(self, str key):
+    cpdef object remove(self, object key):
         """Remove ``key`` and return its value, or None when it was not there."""
         return self._items.pop(key, None)
 
-    cpdef object get(self, str key, object default=None):
+    cpdef object get(self, object key, object default=None):
         """The value under ``key``, or ``default``."""
         cdef object v
-        cdef void* p = <void*>PyDict_GetItem(self._items, key)
+        # WithError: an unhashable key raises TypeError, as dict.get does in the py twin.
+        cdef void* p = <void*>PyDict_GetItemWithError(self._items, key)
         if p is NULL:
             return default
         v = <object>p

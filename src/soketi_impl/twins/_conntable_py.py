@@ -1,8 +1,12 @@
-"""Connection table, pure-Python twin of ``_conntable_c``: id -> connection object."""
+"""Connection table, pure-Python twin of ``_conntable_c``: id -> connection object.
+
+Keys are any hashable object with dict semantics (``1``, ``1.0`` and ``True`` are one
+key; an unhashable key raises ``TypeError``), in both twins.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -14,27 +18,27 @@ __all__ = ["ConnectionTable"]
 class ConnectionTable:
     """A table of live connections keyed by their id.
 
-    >>> t = ConnectionTable(); t.add("1.2", "conn"); t.get("1.2")
+    >>> t = ConnectionTable(); t.add("1.2", "conn"); t.add(42, "other"); t.get("1.2")
     'conn'
     """
 
     __slots__ = ("_items", "_view")
 
     def __init__(self) -> None:
-        self._items: dict[str, Any] = {}
-        self._view: Mapping[str, Any] = MappingProxyType(self._items)
+        self._items: dict[Hashable, Any] = {}
+        self._view: Mapping[Hashable, Any] = MappingProxyType(self._items)
 
-    def add(self, key: str, value: Any) -> None:
+    def add(self, key: Hashable, value: Any) -> None:
         """Add ``value`` under ``key``; a key already present raises :class:`DuplicateConnection`."""
         if key in self._items:
             raise DuplicateConnection(f"connection id {key!r} is already tracked")
         self._items[key] = value
 
-    def remove(self, key: str) -> Any:
+    def remove(self, key: Hashable) -> Any:
         """Remove ``key`` and return its value, or ``None`` when it was not there."""
         return self._items.pop(key, None)
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: Hashable, default: Any = None) -> Any:
         """The value under ``key``, or ``default``."""
         return self._items.get(key, default)
 
@@ -42,11 +46,11 @@ class ConnectionTable:
         """A snapshot list of the values (safe to iterate while the table changes)."""
         return list(self._items.values())
 
-    def keys(self) -> list[str]:
+    def keys(self) -> list[Hashable]:
         """A snapshot list of the keys."""
         return list(self._items)
 
-    def mapping(self) -> Mapping[str, Any]:
+    def mapping(self) -> Mapping[Hashable, Any]:
         """A read-only live view of the table."""
         return self._view
 
