@@ -272,8 +272,8 @@ async def test_http_usage(server: tuple[MetricsServer, FakeStats]) -> None:
 async def test_http_anything_else_is_404(server: tuple[MetricsServer, FakeStats]) -> None:
     srv, _ = server
     for method, path in (
-        ("GET", "/"),
         ("GET", "/metricsx"),
+        ("GET", "/accept-traffic"),  # main port only, as in soketi
         ("GET", "/apps/1/events"),
         ("POST", "/metrics"),
         ("DELETE", "/usage"),
@@ -301,3 +301,31 @@ async def test_start_close_and_port_errors() -> None:
     # closed: nothing answers any more
     with pytest.raises(aiohttp.ClientError):
         await asyncio.wait_for(get(port, "/metrics"), WAIT)
+
+
+async def test_health_endpoints_and_ready_during_shutdown() -> None:
+    """soketi's metrics port answers / and /ready; /ready turns 503 when not ready."""
+    ready = [True]
+    srv = MetricsServer(MetricsRegistry(), ready=lambda: ready[0])
+    await srv.start("127.0.0.1", 0)
+    try:
+        assert (await get(srv.port, "/"))[::2] == (200, b"OK")
+        assert (await get(srv.port, "/ready"))[::2] == (200, b"OK")
+        ready[0] = False
+        assert (await get(srv.port, "/ready"))[0] == 503
+        assert (await get(srv.port, "/"))[0] == 200  # alive, only not ready
+        assert (await get(srv.port, "/usage"))[0] == 200
+    finally:
+        await srv.close()
+
+
+async def test_without_a_registry_metrics_is_404_and_the_rest_answers() -> None:
+    srv = MetricsServer(None)
+    await srv.start("127.0.0.1", 0)
+    try:
+        assert (await get(srv.port, "/metrics"))[0] == 404
+        for path in ("/", "/ready", "/usage"):
+            assert (await get(srv.port, path))[0] == 200, path
+        assert (await get(srv.port, "/ready", "HEAD"))[0] == 200
+    finally:
+        await srv.close()

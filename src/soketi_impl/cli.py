@@ -1,8 +1,11 @@
 """The command line: ``soketi-impl start [--config FILE]`` and ``soketi-impl --version``.
 
 It mirrors soketi's ``soketi start [--config=FILE]``: the configuration comes from the
-file and the ``SOKETI_*`` environment variables (see :mod:`soketi_impl.config`). A bad
-configuration is reported on one line and the exit code is 2, before anything starts.
+file and the ``SOKETI_*`` environment variables, over a ``.env`` file in the working
+directory (see :mod:`soketi_impl.config`). A bad configuration, a TLS certificate or
+key that cannot be loaded included, is reported on one line and the exit code is 2,
+before anything starts. SIGINT, SIGTERM and SIGHUP stop the server gracefully (every
+connection closed with 4200 over ``SOKETI_SHUTDOWN_GRACE_PERIOD``; exit code 0).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import sys
 
 from soketi_impl import __version__
-from soketi_impl.config import Config, load_config
+from soketi_impl.config import Config, load_config, server_ssl_context
 from soketi_impl.errors import ConfigError
 
 __all__ = ["main"]
@@ -35,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     start = commands.add_parser(
         "start",
         help="start the server",
-        description="Start the server. SOKETI_* environment variables override the config file.",
+        description=(
+            "Start the server. SOKETI_* environment variables (and a .env file in the "
+            "working directory) override the config file."
+        ),
     )
     start.add_argument(
         "--config",
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(None)
     try:
         config = load_config(args.config)
+        server_ssl_context(config)  # the server builds it again; here to fail before starting
     except ConfigError as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -35,22 +35,16 @@ prometheus_client always writes a counter's samples as ``name_total``, which
 would rename them and break dashboards written for soketi, so we keep soketi's
 exact sample names and declare them ``untyped`` (``rate()`` works the same).
 
-:class:`MetricsServer` serves ``GET /metrics`` and soketi's ``GET /usage`` on
-the metrics port. It uses ``aiohttp.web``: aiohttp is already a dependency for
-the webhook client, it gets keep-alive, HEAD and malformed requests right, and a
-scrape every few seconds is far from needing the hand-rolled httptools path of
-the main port.
+:class:`~soketi_impl.metrics_server.MetricsServer` serves the metrics port
+(``/metrics`` from a registry, plus ``/``, ``/ready`` and ``/usage``); it and
+:func:`~soketi_impl.metrics_server.memory_usage` are re-exported here.
 """
 
 from __future__ import annotations
 
-import os
-import resource
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-import orjson
-from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import (
@@ -271,120 +265,5 @@ class MetricsRegistry:
                 yield family
 
 
-def _proc_kib(path: str, keys: tuple[str, ...]) -> dict[str, int]:
-    """Fields of a ``/proc`` ``Key:   123 kB`` file, in bytes."""
-    out: dict[str, int] = {}
-    try:
-        with open(path, encoding="ascii") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in keys:
-                    out[key] = int(rest.split()[0]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return out
-
-
-def memory_usage() -> dict[str, dict[str, float]]:
-    """The body of ``GET /usage``.
-
-    soketi answers ``{"memory": {"free", "used", "total", "percent"}}`` (process
-    usage against the memory available); Node's ``process.memoryUsage()`` names
-    are given too, mapped onto what Linux tells of this process: ``rss`` VmRSS,
-    ``heapTotal`` VmData (the data segment, where Python's heap lives),
-    ``heapUsed`` RssAnon (anonymous memory actually resident), ``external``
-    RssFile + RssShmem, and ``percentage`` = rss / total * 100. ``total`` is
-    MemTotal. Without ``/proc`` the figures fall back to ``getrusage``.
-    """
-    status = _proc_kib("/proc/self/status", ("VmRSS", "VmData", "RssAnon", "RssFile", "RssShmem"))
-    meminfo = _proc_kib("/proc/meminfo", ("MemTotal",))
-    rss = status.get("VmRSS")
-    if rss is None:
-        # ru_maxrss is the peak, in KiB on Linux and bytes on macOS: the best there is
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        rss = peak if os.uname().sysname == "Darwin" else peak * 1024
-    total = meminfo.get("MemTotal")
-    if total is None:
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):
-            total = 0
-    percent = rss * 100.0 / total if total else 0.0
-    return {
-        "memory": {
-            "free": max(0, total - rss),
-            "used": rss,
-            "total": total,
-            "percent": percent,
-            "rss": rss,
-            "heapTotal": status.get("VmData", rss),
-            "heapUsed": status.get("RssAnon", rss),
-            "external": status.get("RssFile", 0) + status.get("RssShmem", 0),
-            "percentage": percent,
-        }
-    }
-
-
-class MetricsServer:
-    """The metrics port: ``GET /metrics`` (Prometheus text), ``GET /usage``
-    (JSON, like soketi's); anything else is a 404.
-
-    Example::
-
-        server = MetricsServer(metrics)
-        await server.start(cfg.metrics_host, cfg.metrics_port)   # 0 picks a free port
-        print(server.port)
-        ...
-        await server.close()
-    """
-
-    def __init__(self, registry: MetricsRegistry) -> None:
-        self.registry = registry
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    @property
-    def port(self) -> int:
-        """The port actually bound (useful after ``start(host, 0)``)."""
-        if self._port is None:
-            raise RuntimeError("MetricsServer is not started")
-        return self._port
-
-    async def start(self, host: str, port: int) -> None:
-        """Listen on ``host:port``; raises ``OSError`` if the port cannot be bound."""
-        if self._runner is not None:
-            raise RuntimeError("MetricsServer is already started")
-        app = web.Application()
-        # one handler for every method and path, so that the answer to anything
-        # but GET/HEAD /metrics and /usage is a plain 404 (not aiohttp's 405)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        address = runner.addresses[0]
-        self._port = int(address[1])
-
-    async def close(self) -> None:
-        """Stop listening and close open connections."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if request.method in ("GET", "HEAD"):
-            if request.path == "/metrics":
-                return web.Response(
-                    body=self.registry.render(), headers={"Content-Type": CONTENT_TYPE}
-                )
-            if request.path == "/usage":
-                return web.Response(
-                    body=orjson.dumps(memory_usage()),
-                    headers={"Content-Type": "application/json"},
-                )
-        return web.Response(status=404, text="Not Found")
+# The metrics port lives in its own module; its names are kept importable from here.
+from .metrics_server import MetricsServer, memory_usage  # noqa: E402

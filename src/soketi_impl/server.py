@@ -8,6 +8,13 @@ Embed it::
     await server.stop()
 
 or run it from the command line: ``soketi-impl start`` (see :func:`run`).
+
+With ``SOKETI_SSL_CERT`` and ``SOKETI_SSL_KEY`` the port speaks TLS: ``wss://`` for
+the WebSocket and ``https://`` for the HTTP API (:mod:`soketi_impl.config.tls`).
+The front door reads the request head over uvloop's TLS transport and hands an
+upgrade to picows with ``transport.set_protocol``, which that transport supports;
+picows sees the ``ssl_object`` and writes through the transport instead of the raw
+socket.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 
 from .adapters.base import Adapter
-from .config import Config
+from .config import Config, server_ssl_context
 from .errors import SoketiError
 from .hosts.picows import FrontDoor, FrontDoorOptions
 from .pusher.server import new_socket_id
@@ -34,6 +42,8 @@ class Server:
     """A listening Pusher server: :meth:`start`, :meth:`stop`, and ``pusher`` for the in-process API.
 
     Pass a :class:`~soketi_impl.config.Config` or a ready :class:`Pusher` (``pusher=``).
+    TLS comes from the config's ``ssl_*`` settings, or from ``ssl_context``; a bad
+    certificate or key raises :class:`~soketi_impl.errors.ConfigError` here.
     """
 
     def __init__(
@@ -43,6 +53,7 @@ class Server:
         router: Router | None = None,
         adapter: Adapter | None = None,
         pusher: Pusher | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.service = pusher if pusher is not None else Pusher(config, router=router, adapter=adapter)
         self.config = self.service.config
@@ -53,6 +64,7 @@ class Server:
             max_body=int(self.config.http_max_request_size_kb * 1024),
             max_frame_size=int(self.config.max_message_size_kb * 1024) + 1024,
         )
+        self.ssl_context = ssl_context if ssl_context is not None else server_ssl_context(self.config)
         self._server: asyncio.base_events.Server | None = None
         self.stopped = asyncio.Event()
 
@@ -62,6 +74,11 @@ class Server:
         assert self._server is not None and self._server.sockets
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def scheme(self) -> str:
+        """``wss`` with TLS, else ``ws`` (the HTTP API is then ``https`` or ``http``)."""
+        return "wss" if self.ssl_context is not None else "ws"
+
     async def start(self) -> None:
         """Start the :class:`Pusher` (adapter, webhooks, metrics), then the listening socket.
 
@@ -70,9 +87,14 @@ class Server:
         loop = asyncio.get_running_loop()
         await self.service.start()
         router, handle_http, options = self.router, self.service.handle_http, self.options
+        check_head = self.service.check_http_head
         self._server = await loop.create_server(
-            lambda: FrontDoor(router, handle_http, options, new_socket_id),
+            lambda: FrontDoor(router, handle_http, options, new_socket_id, check_head),
             self.config.host, self.config.port, reuse_address=True, backlog=4096,
+            ssl=self.ssl_context,
+            # a client that never finishes the TLS handshake gets no longer than one
+            # that never sends its request head
+            ssl_handshake_timeout=self.options.head_timeout if self.ssl_context else None,
         )
 
     async def stop(self, grace_ms: int | None = None) -> None:
@@ -83,35 +105,64 @@ class Server:
         self.stopped.set()
 
 
+def _metrics_line(server: Server) -> str:
+    cfg = server.config
+    metrics = server.service.metrics_server
+    if metrics is None:
+        return "metrics port: not served (see the warning above)"
+    paths = "/, /ready, /usage" + (", /metrics" if cfg.metrics_enabled else "")
+    note = "" if cfg.metrics_enabled else " (/metrics off: SOKETI_METRICS_ENABLED=false)"
+    return f"metrics server on http://{cfg.metrics_host}:{metrics.port} ({paths}){note}"
+
+
 async def _serve(config: Config) -> int:
     server = Server(config)
+    # soketi always listens on its metrics port: probes expect /ready there.
+    server.service.serve_metrics_port = True
     try:
         await server.start()
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
         await server.service.stop(0)
         return 1
-    except SoketiError as exc:  # e.g. Redis unreachable
+    except SoketiError as exc:  # e.g. Redis unreachable, metrics port taken
         log.error("%s", exc.message)
+        await server.service.stop(0)
         return 1
+    from . import __version__, using_extensions
+
+    twins = "compiled twins" if using_extensions() else "pure-Python twins (no compiled extensions)"
+    log.info("soketi-impl %s, %s; %s", __version__, twins, _metrics_line(server))
     apps = ", ".join(f"{a.id} (key {a.key})" for a in config.apps) or "none"
+    http = "https" if server.ssl_context is not None else "http"
     log.info(
-        "soketi-impl listening on ws://%s:%d/app/{key} and http://%s:%d (apps: %s)",
-        config.host, server.port, config.host, server.port, apps,
+        "soketi-impl listening on %s://%s:%d/app/{key} and %s://%s:%d (apps: %s)",
+        server.scheme, config.host, server.port, http, config.host, server.port, apps,
     )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stopping.set()
+
+    # soketi shuts down gracefully on SIGHUP too (a closed terminal, some supervisors).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_signal, sig)
     await stopping.wait()
-    log.info("shutting down: closing connections over %d ms", config.shutdown_grace_period_ms)
+    log.info(
+        "%s: shutting down, closing connections over %d ms",
+        received[0], config.shutdown_grace_period_ms,
+    )
     await server.stop()
     log.info("stopped")
     return 0
 
 
 def run(config: Config) -> int:
-    """Serve until SIGTERM or SIGINT, on uvloop; returns the exit code (0 after a clean stop)."""
+    """Serve until SIGTERM, SIGINT or SIGHUP, on uvloop; returns the exit code (0 after a
+    clean stop, 1 when a port cannot be bound or the adapter cannot connect)."""
     if not config.debug:
         # picows logs every accepted connection at INFO, and every client's protocol
         # error at ERROR: a misbehaving client could flood the log. Our own debug lines

@@ -111,6 +111,10 @@ class Pusher(HookDecorators):
         self._api_object = HttpApi(self.core, self.config)
         self._api = self._api_object.handle
         self.metrics_server: Any = None
+        #: Serve the metrics port (``/``, ``/ready``, ``/usage``; ``/metrics`` when
+        #: metrics are enabled). soketi always does and ``soketi-impl start`` sets this;
+        #: an embedding app gets the port only with ``SOKETI_METRICS_ENABLED``.
+        self.serve_metrics_port = bool(self.config.metrics_enabled)
         self.started = False
 
     @property
@@ -130,12 +134,28 @@ class Pusher(HookDecorators):
         await self.core.adapter.start()
         if self.webhooks is not None:
             await self.webhooks.start()
-        if self.metrics is not None:
-            from .metrics import MetricsServer
-
-            self.metrics_server = MetricsServer(self.metrics)
-            await self.metrics_server.start(self.config.metrics_host, self.config.metrics_port)
+        if self.serve_metrics_port:
+            await self._start_metrics_server()
         self.started = True
+
+    async def _start_metrics_server(self) -> None:
+        """Listen on the metrics port. With metrics enabled a port that cannot be bound
+        stops the start (:class:`~soketi_impl.errors.SoketiError`); without, only the
+        health and usage endpoints are lost, so it is a warning."""
+        from .errors import SoketiError
+        from .metrics_server import MetricsServer
+
+        cfg = self.config
+        server = MetricsServer(self.metrics, ready=lambda: bool(self.core.accepting))
+        try:
+            await server.start(cfg.metrics_host, cfg.metrics_port)
+        except OSError as exc:
+            message = f"cannot listen on the metrics port {cfg.metrics_host}:{cfg.metrics_port}: {exc}"
+            if cfg.metrics_enabled:
+                raise SoketiError(message) from exc
+            log.warning("%s; /ready and /usage are not served there (SOKETI_METRICS_SERVER_PORT)", message)
+            return
+        self.metrics_server = server
 
     async def stop(self, grace_ms: int | None = None) -> None:
         """Close every connection with 4200 over the grace period, flush webhooks, disconnect."""

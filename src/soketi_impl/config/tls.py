@@ -33,6 +33,16 @@ def _readable(path: str, label: str) -> None:
         raise ConfigError(label, f"a readable PEM file ({exc.strerror or exc})", path) from None
 
 
+def _encrypted(path: str) -> bool:
+    """Whether a PEM file holds an encrypted private key (PKCS#8 or the legacy header)."""
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(1 << 20)
+    except OSError:
+        return False
+    return b"BEGIN ENCRYPTED PRIVATE KEY" in text or b"Proc-Type: 4,ENCRYPTED" in text
+
+
 def server_ssl_context(config: Config) -> ssl.SSLContext | None:
     """The server's TLS context, or ``None`` when neither a certificate nor a key is set.
 
@@ -62,7 +72,8 @@ def server_ssl_context(config: Config) -> ssl.SSLContext | None:
         context.load_cert_chain(config.ssl_cert, config.ssl_key or None, password=password)
     except ssl.SSLError as exc:
         reason = exc.reason or str(exc)
-        if "BAD_DECRYPT" in str(reason).upper() or "bad decrypt" in str(exc):
+        # OpenSSL reports a wrong passphrase as a generic PEM error: look at the key.
+        if _encrypted(config.ssl_key or config.ssl_cert):
             raise ConfigError(_PASS, "the passphrase of the encrypted key", "(wrong or unset)") from None
         label = _KEY if config.ssl_key else _CERT
         raise ConfigError(
