@@ -572,3 +572,136 @@ async def test_a_silent_subscriber_connection_is_replaced(prefix: str) -> None:
 
         await asyncio.wait_for(crossed(), TIMEOUT)
         await on_a.ws.close()
+
+
+# ---------------------------------------------------------------- failure paths
+
+
+async def test_the_heartbeat_survives_any_exception(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with _node(prefix, heartbeat_interval=0.05, dead_after=5.0) as a:
+        adapter = a.pusher.adapter
+        heartbeat = adapter.heartbeat
+        real_once = heartbeat.once
+        calls = 0
+        recovered = asyncio.Event()
+
+        async def flaky(first: bool = False) -> None:
+            nonlocal calls
+            calls += 1
+            if calls <= 3:
+                raise (RuntimeError, KeyError, ValueError)[calls - 1]("a bug")
+            await real_once(first)
+            recovered.set()
+
+        heartbeat.once = flaky
+        with caplog.at_level("WARNING", logger="soketi_impl.redis"):
+            await asyncio.wait_for(recovered.wait(), TIMEOUT)
+        assert not adapter._tasks[2].done()  # the heartbeat task is still running
+        lines = [r for r in caplog.records if "Redis heartbeat failed" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].exc_info is None  # rate-limited, no traceback
+        assert "RuntimeError" in lines[0].getMessage()
+
+
+async def test_malformed_pubsub_messages_log_one_line_and_the_reader_goes_on(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis.asyncio as aioredis
+
+    async with _node(prefix) as a:
+        on_a = await _Client.open(a.port)
+        await on_a.subscribe("news")
+        adapter = a.pusher.adapter
+        events = adapter.base + "events#" + APP_ID
+        raw = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+        try:
+            with caplog.at_level("WARNING", logger="soketi_impl.redis"):
+                for channel, data in [
+                    (events, b"not json at all"),
+                    (events, b'{"m": "+"}'),
+                    (adapter.replies_channel, b"[1]"),
+                    (adapter.requests_channel, b'{"id": 1}'),
+                ]:
+                    await raw.publish(channel, data)
+                await _wait_for(lambda: adapter.reader.malformed == 4)
+                # A well-formed event from "another node" after them is still delivered.
+                frame = b'{"event":"still-here","channel":"news","data":"1"}'
+                await raw.publish(events, b'["another-node","news",null,0]\n' + frame)
+                assert (await on_a.recv())["event"] == "still-here"
+        finally:
+            await raw.aclose()
+        lines = [r for r in caplog.records if "malformed message" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].exc_info is None  # rate-limited, no traceback
+        await on_a.ws.close()
+
+
+async def test_presence_join_when_a_redis_command_fails_then_registers(prefix: str) -> None:
+    timing = {"heartbeat_interval": 0.1, "dead_after": 5.0}
+    async with _node(prefix, **timing) as a, _node(prefix, **timing) as b:
+        watcher = await _Client.open(b.port)
+        assert await watcher.join("presence-fail", "watcher") == ["watcher"]
+        pipeline = a.pusher.adapter.pipeline
+        pipeline._retry_at = time.monotonic() + 3600  # every command on A fails at once
+        ann = await _Client.open(a.port)
+        # The join is answered from A's own members: the connection is not left waiting.
+        assert await ann.join("presence-fail", "ann") == ["ann"]
+        assert await a.pusher.presence_users(APP_ID, "presence-fail") == ["ann"]
+        pipeline._retry_at = 0.0  # Redis "back": the heartbeat reconciles A's members
+        added = await watcher.recv()
+        assert added["event"] == "pusher_internal:member_added"
+        assert json.loads(added["data"])["user_id"] == "ann"
+        assert sorted(await b.pusher.presence_users(APP_ID, "presence-fail")) == ["ann", "watcher"]
+        await ann.ws.close()
+        await watcher.ws.close()
+
+
+async def test_a_reaped_node_registers_its_members_again_after_reconnecting(prefix: str) -> None:
+    proxy = _Proxy()
+    await proxy.start()
+    timing = {"heartbeat_interval": 0.1, "dead_after": 0.5, "requests_timeout": 0.5}
+    async with _node(prefix, proxy.port, **timing) as a, _node(prefix, **timing) as b:
+        ann = await _Client.open(a.port)
+        await ann.join("presence-back", "ann")
+        watcher = await _Client.open(b.port)
+        assert sorted(await watcher.join("presence-back", "watcher")) == ["ann", "watcher"]
+        await proxy.cut()  # A is cut off longer than dead_after: B reaps it
+        removed = await watcher.recv()
+        assert (removed["event"], json.loads(removed["data"])) == (
+            "pusher_internal:member_removed", {"user_id": "ann"},
+        )
+        await proxy.start()  # A reconnects, finds itself reaped, registers ann again
+        added = await watcher.recv()
+        assert added["event"] == "pusher_internal:member_added"
+        assert json.loads(added["data"])["user_id"] == "ann"
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=TIMEOUT)
+        try:
+            members = client.hkeys(f"{prefix}soketi#presence#{APP_ID}#presence-back")
+        finally:
+            client.close()
+        assert sorted(members) == [b"ann", b"watcher"]
+        await ann.ws.close()
+        await watcher.ws.close()
+    await proxy.cut()
+
+
+async def test_a_query_answers_when_a_node_stays_silent(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    import redis.asyncio as aioredis
+
+    async with _node(prefix, requests_timeout=0.3) as a:
+        on_a = await _Client.open(a.port)
+        await on_a.subscribe("news")
+        adapter = a.pusher.adapter
+        mute = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+        pubsub = mute.pubsub()
+        await pubsub.subscribe(adapter.requests_channel)  # counts as a node, never answers
+        try:
+            with caplog.at_level("INFO", logger="soketi_impl.redis"):
+                started = time.monotonic()
+                assert await a.pusher.channels(APP_ID) == {"news": {"subscription_count": 1}}
+                waited = time.monotonic() - started
+        finally:
+            await pubsub.aclose()
+            await mute.aclose()
+        assert waited >= 0.3  # it did wait for the silent node, then answered
+        assert any("1 of 2 nodes answered" in r.getMessage() for r in caplog.records)
+        assert adapter.requests._pending == {}
+        await on_a.ws.close()

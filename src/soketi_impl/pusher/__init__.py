@@ -7,6 +7,7 @@
 - :mod:`.subscriptions`, :mod:`.presence`, :mod:`.users`, :mod:`.client_events`,
   :mod:`.cache`: the protocol's features
 - :mod:`.api`: the in-process API and the node-local query answers
+- :mod:`.host`: what the core offers its adapter (frames, member events, join answers)
 - :mod:`.events` and :mod:`.observing`: the :class:`Observer` interface and its safe calling
 """
 

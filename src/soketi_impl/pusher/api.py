@@ -11,35 +11,22 @@ cached event comes from any node.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from ..twins._protocol import PRESENCE, channel_kind, encode_event, is_cache_channel
 from . import cache
 from .channels import SERVER_TO_USER_PREFIX
+from .host import AdapterCallbacks
 from .presence import local_members
 from .state import AppState, Socket
-
-if TYPE_CHECKING:
-    from ..adapters.base import Adapter
-    from .observing import Observers
 
 __all__ = ["InProcessApi"]
 
 
-class InProcessApi:
+class InProcessApi(AdapterCallbacks):
     """Mixed into :class:`~soketi_impl.pusher.PusherServer`."""
-
-    apps: dict[str, AppState]
-    adapter: Adapter
-    observers: Observers
-
-    def deliver_and_publish(
-        self, app: AppState, channel: str, payload: bytes, except_socket_id: str | None, *, cache: bool
-    ) -> int:
-        """Deliver on this node and carry to the others; defined by the core."""
-        raise NotImplementedError
 
     def close_socket(self, sock: Socket, code: int, message: str) -> None:
         """Close one connection with a Pusher code; defined by the core."""
