@@ -16,7 +16,7 @@ A new endpoint is one more :class:`Route`. :meth:`RouteTable.match` raises
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -82,13 +82,18 @@ class Match:
 class RouteTable:
     """Routes grouped by segment count; a lookup compares the few with the path's count."""
 
-    __slots__ = ("_by_length",)
+    __slots__ = ("_by_length", "_routes")
 
     def __init__(self, routes: Iterable[Route]) -> None:
+        self._routes = tuple(routes)
         self._by_length: dict[int, list[tuple[tuple[str | None, ...], tuple[str, ...], Route]]] = {}
-        for route in routes:
+        for route in self._routes:
             segments = route.segments
             self._by_length.setdefault(len(segments), []).append((segments, route.names, route))
+
+    def __iter__(self) -> Iterator[Route]:
+        """The routes, in the order given (``RouteTable([*ROUTES, Route(...)])`` extends a table)."""
+        return iter(self._routes)
 
     def match(self, method: str, parts: list[str]) -> Match:
         """The route for ``method`` and the decoded path ``parts`` (``path.split("/")``)."""
