@@ -17,6 +17,7 @@ from soketi_impl.twins import _conntable_py, _speedups
 
 N = 100_000
 KEYS = [f"{i}.{i * 7}" for i in range(N)]
+INT_KEYS = [i * 7919 for i in range(N)]  # numeric ids, as in the seed's example
 
 
 def _modules() -> list[Any]:
@@ -30,10 +31,10 @@ def _modules() -> list[Any]:
     return params
 
 
-def filled(mod: ModuleType) -> Any:
+def filled(mod: ModuleType, keys: list[Any] = KEYS) -> Any:
     table = mod.ConnectionTable()
     add = table.add
-    for key in KEYS:
+    for key in keys:
         add(key, key)
     return table
 
@@ -52,6 +53,19 @@ def test_lookup(benchmark: Any, mod: ModuleType) -> None:
     def run() -> None:
         get = table.get
         for key in KEYS:
+            get(key)
+
+    benchmark(run)
+
+
+@pytest.mark.parametrize("mod", _modules())
+def test_lookup_int_ids(benchmark: Any, mod: ModuleType) -> None:
+    benchmark.group = "lookup 100k int ids"
+    table = filled(mod, INT_KEYS)
+
+    def run() -> None:
+        get = table.get
+        for key in INT_KEYS:
             get(key)
 
     benchmark(run)

@@ -68,10 +68,10 @@ async def test_seed_broadcast_with_numeric_ids(
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         async with connect(url) as a, connect(url) as b, connect(url) as c:
             clients = [a, b, c]
-            told = []
+            told: list[str] = []
             for ws in clients:
                 assert await asyncio.wait_for(ws.recv(), WAIT) == "Hello!"
-                told.append(await asyncio.wait_for(ws.recv(), WAIT))
+                told.append(str(await asyncio.wait_for(ws.recv(), WAIT)))
             ids = [conn.id for conn in conns]
             assert sorted(map(repr, ids)) == sorted(told)
             assert len(ids) == 3 and all(type(i) is (int if kind == "int" else float) for i in ids)

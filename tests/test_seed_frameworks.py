@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -67,7 +67,7 @@ class App:
         await self.closed.put((conn, code))
 
 
-async def _websockets_server(app: App) -> AsyncIterator[str]:
+async def _websockets_server(app: App) -> AsyncGenerator[str, None]:
     async def handler(ws: ServerConnection) -> None:
         conn = app.connection(ws)
         await app.router.handle_new_connection(conn)
@@ -83,7 +83,7 @@ async def _websockets_server(app: App) -> AsyncIterator[str]:
         yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
 
 
-async def _aiohttp_server(app: App) -> AsyncIterator[str]:
+async def _aiohttp_server(app: App) -> AsyncGenerator[str, None]:
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -110,7 +110,7 @@ async def _aiohttp_server(app: App) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def _starlette_server(app: App) -> AsyncIterator[str]:
+async def _starlette_server(app: App) -> AsyncGenerator[str, None]:
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
         conn = app.connection(websocket)
@@ -141,7 +141,7 @@ async def _starlette_server(app: App) -> AsyncIterator[str]:
         sock.close()
 
 
-SERVERS: dict[str, Callable[[App], AsyncIterator[str]]] = {
+SERVERS: dict[str, Callable[[App], AsyncGenerator[str, None]]] = {
     "websockets": _websockets_server,
     "aiohttp": _aiohttp_server,
     "starlette": _starlette_server,

@@ -115,6 +115,10 @@ async def test_instance_attributes_and_overrides() -> None:
     assert await conn.send("a")
     await conn.close(4000, "r")
     assert got == ["a", (4000, "r")]
+    split = SimpleNamespace(send_text=got.append, send_bytes=lambda b: got.append(("b", b)), close=print)
+    conn = Connection("split", split)
+    assert conn.send_nowait("t") and conn.send_nowait(b"b")
+    assert got[-2:] == ["t", ("b", b"b")]
     # send= overrides the native's send; close still goes to the native
     native = StarletteLike()
     conn = Connection("o", native, send=got.append)
@@ -123,9 +127,10 @@ async def test_instance_attributes_and_overrides() -> None:
     assert got[-1] == b"raw" and native.calls == [("close", 1001, "")]
 
 
-def test_no_per_connection_objects_for_a_class_native() -> None:
-    """Two connections over natives of one class share every object but id, native and path."""
-    a, b = Plain(), Plain()
+@pytest.mark.parametrize("cls", [Plain, AiohttpLike, StarletteLike])
+def test_no_per_connection_objects_for_a_class_native(cls: type[Any]) -> None:
+    """Two connections over natives of one class share every object but id and native."""
+    a, b = cls(), cls()
     ca, cb = Connection("a", a, raw_write=print), Connection("b", b, raw_write=print)
     own_a = {id(x) for x in gc.get_referents(ca)} - {id(ca.id), id(a)}
     own_b = {id(x) for x in gc.get_referents(cb)} - {id(cb.id), id(b)}
@@ -225,7 +230,7 @@ async def test_awaited_sends_count_against_the_bound_too() -> None:
 
 def test_default_bound_is_4_mib() -> None:
     assert MAX_PENDING_BYTES == 4 * 1024 * 1024
-    assert Connection(1, Plain())._max_pending == MAX_PENDING_BYTES
+    assert Connection(1, Plain())._queue is None  # the default costs no memory
 
 
 async def test_idle_connection_keeps_no_queue() -> None:

@@ -50,15 +50,16 @@ class NativeSocket(Protocol):
 
 
 class _Pending(deque[Any]):
-    """Messages waiting behind an in-flight async native send, their size, the task
-    sending them (``None`` when no send is in flight) and, until that task starts,
-    the native send it will await."""
+    """Messages waiting behind an in-flight async native send, their size and bound,
+    the task sending them (``None`` when no send is in flight) and, until that task
+    starts, the native send it will await."""
 
-    __slots__ = ("nbytes", "task", "first")
+    __slots__ = ("nbytes", "limit", "task", "first")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         super().__init__()
         self.nbytes = 0
+        self.limit = limit
         self.task: asyncio.Future[None] | None = None
         self.first: Awaitable[Any] | None = None
 
@@ -81,9 +82,10 @@ class Connection:
     # Memory: with a native whose methods are defined on its class (every framework
     # above, and the picows listener) the slots hold functions shared by all
     # connections of that class, so a connection owns no per-connection objects.
+    # A bound other than the default lives in ``_queue`` (an idle _Pending): no slot.
     __slots__ = (
-        "id", "_native", "_send", "_send_bytes", "_close", "closed", "state", "_queue",
-        "_max_pending", "path", "raw_write", "write_buffer_size", "__weakref__",
+        "id", "_native", "_send", "_close", "closed", "state", "_queue", "path", "raw_write",
+        "write_buffer_size", "__weakref__",
     )
 
     def __init__(
@@ -102,21 +104,19 @@ class Connection:
             raise TypeError("Connection needs a native socket or both send= and close=")
         #: The id: any hashable value, compared with dict semantics in :class:`Connections`.
         self.id: Any = id
-        # Two conventions, fixed here: with ``_native`` set, ``_send``/``_send_bytes``/
-        # ``_close`` are shared functions called with the native first; with ``_native``
-        # None they are this connection's own callables.
+        # Two conventions, fixed here: with ``_native`` set, ``_send`` and ``_close`` are
+        # functions shared by every connection of the native's class, called with the
+        # native first; with ``_native`` None they are this connection's own callables.
         self._native: object | None = None
-        self._send_bytes: Callable[..., Any] | None = None
+        self._send: Callable[..., Any]
+        self._close: Callable[..., Any]
         if native is not None and send is None and close is None:
-            self._native, self._send, self._send_bytes, self._close = _drive(native)
+            self._native, self._send, self._close = _drive(native)
         elif native is not None:  # one of the native's methods overridden
-            if send is None:
-                text_name, binary_name = _send_names(native)
-                send = getattr(native, text_name)
-                self._send_bytes = getattr(native, binary_name) if binary_name else None
-            self._send = send
+            self._send = send if send is not None else _bound_send(native)
             self._close = close if close is not None else functools.partial(_close_style(native), native)
         else:
+            assert send is not None and close is not None  # checked above
             self._send, self._close = send, close
         #: The request path and query the client connected with (``/app/KEY?protocol=7``):
         #: the Pusher handlers read the app key from it.
@@ -130,15 +130,15 @@ class Connection:
         self.closed = False
         self.state: Any = None
         self._queue: _Pending | None = None
-        self._max_pending = max_pending_bytes
+        if max_pending_bytes != MAX_PENDING_BYTES:
+            self._queue = _Pending(max_pending_bytes)
 
     def __repr__(self) -> str:
         return f"<Connection {self.id!r}{' closed' if self.closed else ''}>"
 
     def _call(self, message: Any) -> Any:
-        f = self._send if self._send_bytes is None or isinstance(message, str) else self._send_bytes
         native = self._native
-        return f(message) if native is None else f(native, message)
+        return self._send(message) if native is None else self._send(native, message)
 
     async def send(self, message: str | bytes) -> bool:
         """Send one message (str as a text frame, bytes as binary); ``True`` when the native socket took it."""
@@ -174,16 +174,15 @@ class Connection:
         if q is not None and q.task is not None:
             return self._enqueue(q, message)
         # _call inlined: this is the fan-out's per-recipient path for non-picows hosts.
-        f = self._send if self._send_bytes is None or isinstance(message, str) else self._send_bytes
         native = self._native
         try:
-            result = f(message) if native is None else f(native, message)
+            result = self._send(message) if native is None else self._send(native, message)
         except Exception as exc:
             self._fail("send", exc)
             return False
         if result is not None and inspect.isawaitable(result):
             if q is None:
-                q = self._queue = _Pending()
+                q = self._queue = _Pending(MAX_PENDING_BYTES)
             q.first = result
             q.task = asyncio.ensure_future(self._drain(q, result))
         return True
@@ -202,14 +201,14 @@ class Connection:
     def _enqueue(self, q: _Pending, message: Any) -> bool:
         q.append(message)
         q.nbytes += len(message)
-        if q.nbytes > self._max_pending:
+        if q.nbytes > q.limit:
             self._over_capacity(q)
             return False
         return True
 
     def _over_capacity(self, q: _Pending) -> None:
         log.info("connection %r: over %d bytes wait behind a slow send: closing with %d",
-                 self.id, self._max_pending, OVER_CAPACITY)
+                 self.id, q.limit, OVER_CAPACITY)
         self.closed = True
         q.clear()
         q.nbytes = 0
@@ -238,8 +237,8 @@ class Connection:
             self._fail("send", exc)
         finally:
             q.task = None
-            if not q and self._queue is q:
-                self._queue = None  # an idle connection keeps no deque
+            if not q and self._queue is q and q.limit == MAX_PENDING_BYTES:
+                self._queue = None  # an idle connection keeps no deque (but a custom bound)
 
     def _fail(self, what: str, exc: BaseException) -> None:
         # The first failure is a WARNING; later ones on a connection already closed
@@ -329,18 +328,46 @@ def _own(native: object, name: str) -> Any:
     return None
 
 
-def _drive(native: object) -> tuple[object | None, Any, Any, Any]:
-    """``(_native, _send, _send_bytes, _close)`` for a native socket (see Connection.__init__)."""
+def _drive(native: object) -> tuple[object | None, Any, Any]:
+    """``(_native, _send, _close)`` for a native socket (see Connection.__init__)."""
     text_name, binary_name = _send_names(native)
     close_style = _close_style(native)
     text = _own(native, text_name)
     binary = _own(native, binary_name) if binary_name else None
-    if text is not None and (binary_name is None or binary is not None):
-        return native, text, binary, close_style
+    if text is not None and binary_name is None:
+        return native, text, close_style
+    if text is not None and binary is not None:
+        return native, _splitter(text, binary), close_style
     # Methods that live on the instance (or come from __getattr__): this connection's
     # own bound callables, the rare and slower path.
-    send_bytes = getattr(native, binary_name) if binary_name else None
-    return None, getattr(native, text_name), send_bytes, functools.partial(close_style, native)
+    return None, _bound_send(native), functools.partial(close_style, native)
+
+
+def _bound_send(native: object) -> Callable[[Any], Any]:
+    """A one-argument send for ``native``, str as text and bytes as binary."""
+    text_name, binary_name = _send_names(native)
+    text = getattr(native, text_name)
+    if binary_name is None:
+        return text  # type: ignore[no-any-return]
+    binary = getattr(native, binary_name)
+    return lambda message: text(message) if isinstance(message, str) else binary(message)
+
+
+_SPLITTERS: dict[tuple[Any, Any], Callable[[Any, Any], Any]] = {}
+
+
+def _splitter(text: Any, binary: Any) -> Callable[[Any, Any], Any]:
+    """``send(native, message)`` for a class with separate text and binary sends,
+    made once per class (a bounded cache: classes, not connections, are its keys)."""
+    split = _SPLITTERS.get((text, binary))
+    if split is None:
+
+        def split(native: Any, message: Any) -> Any:
+            return text(native, message) if isinstance(message, str) else binary(native, message)
+
+        if len(_SPLITTERS) < 256:
+            _SPLITTERS[(text, binary)] = split
+    return split
 
 
 _TASKS: set[asyncio.Future[Any]] = set()
