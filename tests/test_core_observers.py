@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -150,6 +150,6 @@ async def test_webhooks_kwarg_is_an_observer() -> None:
     hooks = OldWebhooks()
     config = load_config(None, environ={"SOKETI_DEFAULT_APP_ID": APP, "SOKETI_DEFAULT_APP_KEY": "k"})
     core = PusherServer(config, Router(), webhooks=hooks)
-    assert hooks in core.observers
+    assert any(o is cast(object, hooks) for o in core.observers)
     Peer(core).open().subscribe("room")
     assert hooks.occupied == ["room"]

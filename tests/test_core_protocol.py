@@ -40,7 +40,7 @@ class FakeClock:
         self.now += seconds
 
 
-def make_core(clock: FakeClock | None = None, **env: str) -> PusherServer:
+def make_core(clock: FakeClock | None = None, /, **env: str) -> PusherServer:
     base = {
         "SOKETI_DEFAULT_APP_ID": APP, "SOKETI_DEFAULT_APP_KEY": KEY, "SOKETI_DEFAULT_APP_SECRET": SECRET,
         "SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES": "true",

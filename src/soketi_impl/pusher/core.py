@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from ..adapters.base import Adapter, LocalAdapter
@@ -53,6 +53,7 @@ __all__ = ["PusherServer"]
 log = logging.getLogger("soketi_impl.pusher")
 
 _PROTOCOLS = frozenset({"5", "6", "7"})
+_O = TypeVar("_O", bound=Observer)
 
 
 class PusherServer(InProcessApi):
@@ -117,7 +118,7 @@ class PusherServer(InProcessApi):
         self.apps_by_key[app_config.key] = state
         return state
 
-    def add_observer(self, observer: Observer) -> Observer:
+    def add_observer(self, observer: _O) -> _O:
         """Register an :class:`~soketi_impl.pusher.events.Observer`; returns it (usable as a decorator)."""
         self.observers.append(observer)
         return observer
