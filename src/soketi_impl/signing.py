@@ -23,7 +23,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -51,7 +50,6 @@ __all__ = [
 #: How far an API request's ``auth_timestamp`` may be from the server's clock, either side.
 API_MAX_SKEW_S = 600.0
 
-_SOCKET_ID = re.compile(r"\d+\.\d+")
 _MD5_EMPTY = hashlib.md5(b"").hexdigest()
 #: The largest piece of client input echoed back in an error message.
 _ECHO = 64
@@ -105,7 +103,10 @@ def shared_secret(channel: str, master_key: bytes) -> bytes:
 
 
 def _check_socket_id(socket_id: object) -> str:
-    if not isinstance(socket_id, str) or _SOCKET_ID.fullmatch(socket_id) is None:
+    # imported here: the core imports this module, and the pattern lives with the core
+    from .pusher.state import is_socket_id
+
+    if not isinstance(socket_id, str) or not is_socket_id(socket_id):
         raise ValueError(f"invalid socket id {socket_id!r} (expected digits.digits)")
     return socket_id
 

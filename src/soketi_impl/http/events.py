@@ -8,11 +8,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..pusher.state import is_socket_id
 from ..twins._protocol import ENCRYPTED, PRESENCE, channel_kind, valid_channel_name
 from .errors import ApiError, echo
 from .routes import Call
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EventRequest", "batch_events", "load_json", "parse_event", "parse_info", "trigger"]
 
-_SOCKET_ID = re.compile(r"\d+\.\d+")
 TRIGGER_INFO = frozenset({"subscription_count", "user_count"})
 
 
@@ -137,9 +136,7 @@ def parse_event(item: Any, cfg: AppConfig, *, batch_index: int | None = None) ->
         if len(set(channels)) != len(channels):
             channels = list(dict.fromkeys(channels))
     socket_id = item.get("socket_id")
-    if socket_id is not None and (
-        not isinstance(socket_id, str) or _SOCKET_ID.fullmatch(socket_id) is None
-    ):
+    if socket_id is not None and not is_socket_id(socket_id):
         raise ApiError(400, f"{where}socket_id must be a string like '123.456'.")
     info = parse_info(item.get("info"), TRIGGER_INFO, where)
     return EventRequest(channels, name, data, socket_id, info)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..pusher.channels import MAX_USER_ID_LENGTH
 from .errors import ApiError
 from .routes import Call
 
-__all__ = ["MAX_USER_ID", "terminate"]
-
-#: The longest user id (Pusher's limit; sign-in enforces the same).
-MAX_USER_ID = 128
+__all__ = ["terminate"]
 
 
 async def terminate(call: Call) -> Any:
-    """Close every connection signed in as ``user_id``, on every node; answers ``{}``."""
+    """Close every connection signed in as ``user_id``, on every node; answers ``{}``.
+
+    A user id longer than the core accepts at sign-in (128) cannot be signed in: 400.
+    """
     user_id = call.args["user_id"]
-    if len(user_id) > MAX_USER_ID:
-        raise ApiError(400, f"user_id longer than {MAX_USER_ID} characters.")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise ApiError(400, f"user_id longer than {MAX_USER_ID_LENGTH} characters.")
     await call.api.pusher.terminate_user_connections(call.app.config.id, user_id)
     return {}
