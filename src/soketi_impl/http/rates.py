@@ -12,29 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..pusher.state import RateWindow as _Window  # the one per-second window (client events too)
 from .errors import ApiError
 
 __all__ = ["RateLimits"]
-
-
-class _Window:
-    """A per-second fixed window: ``take(n)`` succeeds while the second's total stays <= limit."""
-
-    __slots__ = ("second", "used")
-
-    def __init__(self) -> None:
-        self.second = 0
-        self.used = 0
-
-    def take(self, n: int, limit: int, now: float) -> bool:
-        second = int(now)
-        if second != self.second:
-            self.second = second
-            self.used = 0
-        if self.used + n > limit:
-            return False
-        self.used += n
-        return True
 
 
 class RateLimits:
