@@ -470,3 +470,18 @@ async def test_shutdown_closes_4200_and_refuses_new() -> None:
     assert [await closed_with(p) for p in peers] == [4200] * 3
     late = Peer(core).open()
     assert await closed_with(late) == 4200
+
+
+async def test_membership_costs_nothing_without_channels() -> None:
+    peer = Peer(make_core()).open()
+    sock = peer.conn.state
+    assert sock._channels is None  # no container until the first channel
+    peer.subscribe("a")
+    assert sock._channels == "a"  # one channel: the name itself
+    peer.subscribe("b")
+    assert sock.channels() == ["a", "b"]
+    for name in ("a", "b"):
+        peer.send("pusher:unsubscribe", {"channel": name})
+    assert sock._channels is None and sock.channel_count() == 0
+    peer.send("pusher:unsubscribe", {"channel": "never"})  # harmless
+    assert sock.channel_count() == 0

@@ -143,8 +143,9 @@ class Socket:
             self._channels = None
             return True
         assert isinstance(chans, dict)
-        if chans.pop(channel, 0) is not None:
+        if channel not in chans:
             return False
+        del chans[channel]
         if not chans:
             self._channels = None
         return True
