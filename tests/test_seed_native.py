@@ -92,6 +92,15 @@ async def test_text_and_binary_frames(cls: type[Any]) -> None:
     assert native.calls[-1] == expected
 
 
+@pytest.mark.parametrize("cls", [AiohttpLike, Plain])
+async def test_long_close_reason_is_cut_to_fit_a_frame(cls: type[Any]) -> None:
+    native = cls()
+    await Connection(1, native).close(4000, "é" * 100)  # 200 bytes of UTF-8
+    reason = native.calls[-1][2]
+    data = reason if isinstance(reason, bytes) else reason.encode()
+    assert len(data) == 122 and data.decode() == "é" * 61  # no half character
+
+
 async def test_close_without_code_uses_the_native_default() -> None:
     native = AiohttpLike()
     await Connection(1, native).close()
@@ -119,6 +128,12 @@ async def test_instance_attributes_and_overrides() -> None:
     conn = Connection("split", split)
     assert conn.send_nowait("t") and conn.send_nowait(b"b")
     assert got[-2:] == ["t", ("b", b"b")]
+    # an instance that shadows its class's send, after the class was seen
+    Connection("seen", Plain())
+    shadowed = Plain()
+    shadowed.send = got.append  # type: ignore[method-assign]
+    assert Connection("shadow", shadowed).send_nowait("mine") and got[-1] == "mine"
+    assert shadowed.calls == []
     # send= overrides the native's send; close still goes to the native
     native = StarletteLike()
     conn = Connection("o", native, send=got.append)

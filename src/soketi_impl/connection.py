@@ -281,18 +281,24 @@ def _noop(*args: Any) -> None:
     return None
 
 
+def _fit(reason: str | None) -> str:
+    """A close reason that fits a close frame (123 bytes of UTF-8; some libraries raise past it)."""
+    data = (reason or "").encode()
+    return data[:123].decode("utf-8", "ignore") if len(data) > 123 else (reason or "")
+
+
 def _close_positional(native: Any, code: int | None = None, reason: str | None = None) -> Any:
     """``close(code, reason)``: the websockets library, Starlette, picows listeners, most others."""
     if code is None and reason is None:
         return native.close()
-    return native.close(1000 if code is None else code, reason or "")
+    return native.close(1000 if code is None else code, _fit(reason))
 
 
 def _close_keyword(native: Any, code: int | None = None, reason: str | None = None) -> Any:
     """aiohttp's ``close(*, code=, message=bytes)``."""
     if code is None and reason is None:
         return native.close()
-    return native.close(code=1000 if code is None else code, message=(reason or "").encode())
+    return native.close(code=1000 if code is None else code, message=_fit(reason).encode())
 
 
 def _send_names(native: object) -> tuple[str, str | None]:
@@ -328,19 +334,36 @@ def _own(native: object, name: str) -> Any:
     return None
 
 
+#: native class -> its shared send and close, and the names and class functions they
+#: call (to check an instance does not shadow them). Classes are the keys: bounded.
+_DRIVES: dict[type, tuple[Any, Any, str, Any, str | None, Any]] = {}
+
+
 def _drive(native: object) -> tuple[object | None, Any, Any]:
     """``(_native, _send, _close)`` for a native socket (see Connection.__init__)."""
+    cls = type(native)
+    hit = _DRIVES.get(cls)
+    # (Reading the instance's __dict__ instead would make CPython build one: memory.)
+    if hit is not None:
+        send, close, name, func, name2, func2 = hit
+        if getattr(getattr(native, name), "__func__", None) is func and (
+            name2 is None or getattr(getattr(native, name2), "__func__", None) is func2
+        ):
+            return native, send, close
     text_name, binary_name = _send_names(native)
     close_style = _close_style(native)
     text = _own(native, text_name)
     binary = _own(native, binary_name) if binary_name else None
-    if text is not None and binary_name is None:
-        return native, text, close_style
-    if text is not None and binary is not None:
-        return native, _splitter(text, binary), close_style
-    # Methods that live on the instance (or come from __getattr__): this connection's
-    # own bound callables, the rare and slower path.
-    return None, _bound_send(native), functools.partial(close_style, native)
+    if text is None or (binary_name is not None and binary is None):
+        # Methods that live on the instance (or come from __getattr__): this
+        # connection's own bound callables, the rare and slower path.
+        return None, _bound_send(native), functools.partial(close_style, native)
+    shared = text if binary is None else _splitter(text, binary)
+    # A class that intercepts every attribute lookup may answer differently per
+    # instance: only plain classes are remembered.
+    if cls.__getattribute__ is object.__getattribute__ and len(_DRIVES) < 256:
+        _DRIVES[cls] = (shared, close_style, text_name, text, binary_name, binary)
+    return native, shared, close_style
 
 
 def _bound_send(native: object) -> Callable[[Any], Any]:
