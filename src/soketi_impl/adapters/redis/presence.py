@@ -130,9 +130,9 @@ class DistributedPresence:
             self._events(app_id), member_fact(channel, uid, join.user_info, added=True),
             a.replies_channel if a._subscribed else "", token,
         )
-        fut.add_done_callback(lambda f: self._join_replied(f, token))
+        fut.add_done_callback(lambda f: self._join_replied(f, token, join))
 
-    def _join_replied(self, fut: asyncio.Future[Any], token: str) -> None:
+    def _join_replied(self, fut: asyncio.Future[Any], token: str, joined: PresenceJoin) -> None:
         if fut.cancelled():
             return
         a = self.adapter
@@ -148,9 +148,10 @@ class DistributedPresence:
                 a.host.presence_joined(join, None)
             return
         status, flat = fut.result()
+        if status == 1:
+            # ``joined``, not the table: the "joined" message may have come first and taken it.
+            a.host.notify_member_added(joined.app_id, joined.channel, joined.user_id, joined.user_info)
         join = self.joins.get(token)
-        if status == 1 and join is not None:
-            a.host.notify_member_added(join.app_id, join.channel, join.user_id, join.user_info)
         if join is None:
             return
         if not a._subscribed:
