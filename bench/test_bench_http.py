@@ -6,6 +6,8 @@ Run: ``PYTHONPATH=src pytest bench/test_bench_http.py --benchmark-enable``
   (query parse + HMAC + MD5), with the app's prepared :class:`HmacSha256`;
 - ``signature_plain``: the same with the secret as a str (the key set up per call);
 - ``parse``: JSON body -> validated :class:`EventRequest`;
+- ``check_head``: :meth:`HttpApi.check_head` of that request (route, app, auth parameters);
+- ``check_head_then_handle``: both, as a host that answers from the head calls them;
 - ``handle``: the whole :meth:`HttpApi.handle` of a trigger to an empty channel
   (routing, signature, parse, the in-process trigger, the JSON answer, stats);
 - ``handle_100``: the same to a channel with 100 in-memory subscribers, flush included.
@@ -100,6 +102,19 @@ def test_check_head(benchmark: Any, api: HttpApi) -> None:
     req = signed("bench")
     req.headers["content-length"] = str(len(req.body))
     assert benchmark(api.check_head, req) is None
+
+
+def test_check_head_then_handle(benchmark: Any, api: HttpApi) -> None:
+    """What a host that answers from the head first pays per request (the head is parsed once)."""
+    req = signed("bench")
+    req.headers["content-length"] = str(len(req.body))
+
+    def run() -> Any:
+        assert api.check_head(req) is None
+        return api.handle(req)
+
+    resp = benchmark(run)
+    assert resp.status == 200
 
 
 def test_parse(benchmark: Any, api: HttpApi) -> None:

@@ -217,8 +217,9 @@ class HttpApi:
         if method != request.method or path != request.path or query != request.query:
             return None
         call = head.call
-        # the host may hand a new request object, with the body, to handle
-        head.call = Call(self, call.app, request, call.params, call.args)
+        if call.request is not request:
+            # the host may hand a new request object, with the body, to handle
+            head.call = Call(self, call.app, request, call.params, call.args)
         return head
 
     def _head(self, request: HttpRequest) -> _Head:

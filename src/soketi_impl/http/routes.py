@@ -71,7 +71,7 @@ def _is_arg(segment: str) -> bool:
     return segment.startswith("{") and segment.endswith("}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slower, and this is per request
 class Match:
     """A route and the path arguments it matched."""
 
