@@ -86,12 +86,15 @@ def base_env(port: int, **extra: str) -> dict[str, str]:
 
 @dataclass
 class ServerProcess:
-    """A `soketi-impl start` subprocess; ``log`` collects its stderr lines."""
+    """A server subprocess (``kind``: the host); ``log`` collects its output lines."""
 
     proc: subprocess.Popen[str]
     port: int
     host: str = "127.0.0.1"
     log: list[str] = field(default_factory=list)
+    kind: str = "picows"
+    #: set when the process closed its output (every line is in ``log``)
+    log_closed: threading.Event = field(default_factory=threading.Event)
 
     @property
     def ws_url(self) -> str:
@@ -102,31 +105,80 @@ class ServerProcess:
         return f"http://{self.host}:{self.port}"
 
 
+#: The hosts a server test can run on: the picows front door (``soketi-impl start``),
+#: the ASGI app under uvicorn, and the aiohttp host (``tests/host_aiohttp.py``).
+HOSTS = ("picows", "asgi", "aiohttp")
+
+
+def host_command(host: str, port: int, config_file: str | None = None) -> tuple[list[str], str]:
+    """The command that serves ``host`` on ``port``, and the output text that says it is ready."""
+    if host == "picows":
+        argv = [sys.executable, "-m", "soketi_impl", "start"]
+        return argv + (["--config", config_file] if config_file else []), "listening on"
+    if config_file:
+        raise ValueError("the asgi and aiohttp hosts take their config from SOKETI_* variables here")
+    if host == "asgi":
+        argv = [
+            sys.executable, "-m", "uvicorn", "--factory", "soketi_impl.asgi:create_app",
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+        ]
+        return argv, "Uvicorn running on"
+    if host == "aiohttp":
+        return [sys.executable, str(Path(__file__).parent / "host_aiohttp.py")], "listening on"
+    raise ValueError(f"unknown host {host!r}")
+
+
 @contextlib.contextmanager
 def run_server(
-    mode: str = "c", env: dict[str, str] | None = None, config_file: str | None = None, timeout: float = 30
+    mode: str = "c",
+    env: dict[str, str] | None = None,
+    config_file: str | None = None,
+    timeout: float = 30,
+    host: str = "picows",
 ) -> Iterator[ServerProcess]:
-    """Start the server as a subprocess (``mode`` ``c`` or ``py`` twins) and stop it after.
+    """Start a server subprocess (``mode`` ``c`` or ``py`` twins, on ``host``) and stop it after.
 
-    Waits for the "listening" log line, not for time to pass.
+    Waits for the host's ready line in its log, not for time to pass.
     """
     port = free_port()
+    argv, marker = host_command(host, port, config_file)
+    with run_process(argv, marker, port, env, mode=mode, kind=host, timeout=timeout) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def run_process(
+    argv: list[str],
+    marker: str,
+    port: int,
+    env: dict[str, str] | None = None,
+    *,
+    mode: str = "c",
+    kind: str = "picows",
+    timeout: float = 30,
+) -> Iterator[ServerProcess]:
+    """Run ``argv`` with the test app's environment on ``port``; ready when its output has ``marker``.
+
+    stdout and stderr both go to ``log`` (``marker`` is matched without case). The
+    process is terminated at the end if it still runs.
+    """
     full_env = base_env(port) if env is None else {**base_env(port), **env}
     if mode == "py":
         full_env["SOKETI_IMPL_NO_EXTENSIONS"] = "1"
     else:
         full_env.pop("SOKETI_IMPL_NO_EXTENSIONS", None)
-    argv = [sys.executable, "-m", "soketi_impl", "start"] + (["--config", config_file] if config_file else [])
-    proc = subprocess.Popen(argv, env=full_env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    server = ServerProcess(proc, port)
+    proc = subprocess.Popen(argv, env=full_env, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True)
+    server = ServerProcess(proc, port, kind=kind)
     ready = threading.Event()
+    wanted = marker.lower()
 
     def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
+        assert proc.stdout is not None
+        for line in proc.stdout:
             server.log.append(line.rstrip())
-            if "listening on" in line:
+            if wanted in line.lower():
                 ready.set()
+        server.log_closed.set()
         ready.set()
 
     threading.Thread(target=pump, daemon=True).start()
@@ -142,6 +194,34 @@ def run_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+#: (host, build) for the real-client suites: both builds on the picows front door,
+#: the compiled build on the other hosts (the builds differ below the hosts).
+HOST_MATRIX = [
+    pytest.param(("picows", "c"), id="picows-c"),
+    pytest.param(("picows", "py"), id="picows-py"),
+    pytest.param(("asgi", "c"), id="asgi"),
+    pytest.param(("aiohttp", "c"), id="aiohttp"),
+]
+#: One build per host: for suites whose both-build cases run on ``pusher_server``.
+HOST_MATRIX_C = [p for p in HOST_MATRIX if p.id != "picows-py"]
+
+
+@contextlib.contextmanager
+def serve_host(param: tuple[str, str], env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """A server for one :data:`HOST_MATRIX` entry.
+
+    With ``SOKETI_IMPL_NO_EXTENSIONS`` set the compiled picows case is skipped and the
+    other hosts run on the pure-Python build.
+    """
+    host, build = param
+    if build == "c" and _speedups.NO_EXTENSIONS:
+        if host == "picows":
+            pytest.skip("SOKETI_IMPL_NO_EXTENSIONS is set")
+        build = "py"
+    with run_server(build, env, host=host) as server:
+        yield server
 
 
 @pytest.fixture(params=["c", "py"])
@@ -190,3 +270,35 @@ async def inproc_server() -> AsyncIterator[Any]:
         yield server
     finally:
         await server.stop(0)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns a true value (returned), failing after ``timeout`` s.
+
+    For state only visible by asking (the HTTP API), where there is no event to await.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; last value: {value!r}")
+        time.sleep(interval)
+
+
+def clean_exit(server: ServerProcess, timeout: float = 15) -> bool:
+    """Whether the server process ended cleanly after SIGTERM.
+
+    uvicorn ends by raising the signal it caught again (exit status -SIGTERM) after a
+    complete shutdown, so for it the log's last words count.
+    """
+    import signal
+
+    code = server.proc.wait(timeout)
+    server.log_closed.wait(timeout)
+    if server.kind == "asgi":
+        return code in (0, -signal.SIGTERM) and any("Application shutdown complete" in line for line in server.log)
+    return code == 0

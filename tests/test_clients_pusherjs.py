@@ -1,4 +1,8 @@
-"""The real pusher-js client (Node build, pinned 8.6.0) against both builds of the server.
+"""The real pusher-js client (Node build, pinned 8.6.0) against every host and both builds.
+
+The server runs on each :data:`conftest.HOST_MATRIX` entry: the picows front door
+with the compiled and the pure-Python build, the ASGI app under uvicorn, the aiohttp
+host.
 
 Each test runs one scenario of ``tests/js/pjs_driver.js`` in Node and asserts on the
 JSON lines it prints (what pusher-js saw). The driver signs channel and user
@@ -24,8 +28,16 @@ from typing import Any
 
 import pytest
 
-from conftest import APP_ID, APP_KEY, APP_SECRET, JS_DIR, ServerProcess, run_server
-from soketi_impl.twins import _speedups
+from conftest import (
+    APP_ID,
+    APP_KEY,
+    APP_SECRET,
+    HOST_MATRIX,
+    JS_DIR,
+    ServerProcess,
+    clean_exit,
+    serve_host,
+)
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(90)]
 
@@ -34,12 +46,10 @@ MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 
-@pytest.fixture(scope="module", params=["c", "py"])
+@pytest.fixture(scope="module", params=HOST_MATRIX)
 def server(request: pytest.FixtureRequest, node_modules: Path) -> Iterator[ServerProcess]:
-    """One server per build for the whole module (client events on)."""
-    if request.param == "c" and _speedups.NO_EXTENSIONS:
-        pytest.skip("SOKETI_IMPL_NO_EXTENSIONS is set")
-    with run_server(request.param) as srv:
+    """One server per host and build for the whole module (client events on)."""
+    with serve_host(request.param) as srv:
         yield srv
 
 
@@ -326,21 +336,19 @@ class SwitchProxy:
         self.thread.join(10)
 
 
-@pytest.mark.parametrize("mode", ["c", "py"])
-def test_restart_4200_reconnects_at_once(mode: str, node_modules: Path) -> None:
-    if mode == "c" and _speedups.NO_EXTENSIONS:
-        pytest.skip("SOKETI_IMPL_NO_EXTENSIONS is set")
+@pytest.mark.parametrize("param", HOST_MATRIX)
+def test_restart_4200_reconnects_at_once(param: tuple[str, str], node_modules: Path) -> None:
     with contextlib.ExitStack() as stack:
-        first = stack.enter_context(run_server(mode))
+        first = stack.enter_context(serve_host(param))
         proxy = SwitchProxy(first.port)
         stack.callback(proxy.close)
         servers: list[ServerProcess] = [first]
 
         def restart(_: str) -> None:
-            servers.append(stack.enter_context(run_server(mode)))
+            servers.append(stack.enter_context(serve_host(param)))
             proxy.target = servers[-1].port
             first.proc.send_signal(signal.SIGTERM)
-            assert first.proc.wait(15) == 0
+            assert clean_exit(first)
 
         records = run_scenario("restart", proxy.port, restart)
     closed = check(records, "closed")

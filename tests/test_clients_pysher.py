@@ -1,4 +1,7 @@
-"""The pysher client (Python, protocol 6, computes auth itself from the secret) against both builds.
+"""The pysher client (Python, protocol 6, computes auth itself from the secret) on every host.
+
+The server runs on each :data:`conftest.HOST_MATRIX` entry (picows with both builds,
+ASGI under uvicorn, aiohttp).
 
 pysher runs its own thread; every wait here is on a condition with a timeout.
 """
@@ -16,20 +19,17 @@ import pusher
 import pysher
 import pytest
 
-from conftest import APP_ID, APP_KEY, APP_SECRET, ServerProcess, run_server
-from soketi_impl.twins import _speedups
+from conftest import APP_ID, APP_KEY, APP_SECRET, HOST_MATRIX, ServerProcess, serve_host
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(60)]
 
 WAIT = 5.0
 
 
-@pytest.fixture(scope="module", params=["c", "py"])
+@pytest.fixture(scope="module", params=HOST_MATRIX)
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    """One server per build for the whole module (client events on)."""
-    if request.param == "c" and _speedups.NO_EXTENSIONS:
-        pytest.skip("SOKETI_IMPL_NO_EXTENSIONS is set")
-    with run_server(request.param) as srv:
+    """One server per host and build for the whole module (client events on)."""
+    with serve_host(request.param) as srv:
         yield srv
 
 

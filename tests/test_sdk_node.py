@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import APP_ID, APP_KEY, APP_SECRET, JS_DIR, ServerProcess, run_server
+from conftest import APP_ID, APP_KEY, APP_SECRET, HOST_MATRIX_C, JS_DIR, ServerProcess, serve_host
 
 TIMEOUT = 5.0
 
@@ -65,9 +65,10 @@ class Sub:
         assert self.recv()["event"] == "pusher_internal:subscription_succeeded"
 
 
-@pytest.fixture(scope="module")
-def server(node_modules: Path) -> Iterator[ServerProcess]:
-    with run_server("c") as srv:
+@pytest.fixture(scope="module", params=HOST_MATRIX_C)
+def server(request: pytest.FixtureRequest, node_modules: Path) -> Iterator[ServerProcess]:
+    """One server per host (the compiled build; both builds run on ``pusher_server``)."""
+    with serve_host(request.param) as srv:
         yield srv
 
 

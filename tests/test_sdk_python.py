@@ -18,7 +18,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import APP_ID, APP_KEY, APP_SECRET, ServerProcess, run_server
+from conftest import APP_ID, APP_KEY, APP_SECRET, HOST_MATRIX_C, ServerProcess, serve_host
 
 TIMEOUT = 5.0
 MASTER_KEY = bytes(range(32))
@@ -68,9 +68,10 @@ def sdk(server: ServerProcess, **extra: Any) -> pusher.Pusher:
     )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with run_server("c") as srv:
+@pytest.fixture(scope="module", params=HOST_MATRIX_C)
+def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """One server per host (the compiled build; both builds run on ``pusher_server``)."""
+    with serve_host(request.param) as srv:
         yield srv
 
 

@@ -96,6 +96,8 @@ class Client {
         },
       },
     };
+    // A server mounted under a prefix (tests/test_hosts_examples.py): "wsPath":"/pusher".
+    if (P.wsPath) options.wsPath = P.wsPath;
     Object.assign(options, opts.pusherOptions || {});
     this.pusher = new Pusher(opts.key || P.key, options);
     const conn = this.pusher.connection;
