@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -191,6 +193,39 @@ def test_webhooks_are_signed_and_delivered(server: ServerProcess, receiver: Rece
         assert headers["x-pusher-key"] == APP_KEY
         expected = hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
         assert headers["x-pusher-signature"] == expected
+
+
+def signed_query(method: str, path: str, body: bytes) -> str:
+    """The query string of a request signed as the SDKs sign (auth_* and body_md5)."""
+    params = {
+        "auth_key": APP_KEY, "auth_timestamp": str(int(time.time())), "auth_version": "1.0",
+        "body_md5": hashlib.md5(body).hexdigest(),
+    }
+    query = "&".join(f"{k}={params[k]}" for k in sorted(params))
+    signature = hmac.new(APP_SECRET.encode(), f"{method}\n{path}\n{query}".encode(), hashlib.sha256)
+    return f"{query}&auth_signature={signature.hexdigest()}"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_http_body_over_the_limit_is_413(server: ServerProcess, chunked: bool) -> None:
+    path = f"/apps/{APP_ID}/events"
+    data = json.dumps({"name": "big", "channel": "news", "data": "x" * 200_000}).encode()
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=TIMEOUT)
+    try:
+        url = f"{path}?{signed_query('POST', path, data)}"
+        headers = {"content-type": "application/json"}
+        if chunked:
+            conn.request("POST", url, body=iter([data[:50_000], data[50_000:]]), headers=headers,
+                         encode_chunked=True)
+        else:
+            conn.request("POST", url, body=data, headers=headers)
+        response = conn.getresponse()
+        assert response.status == 413
+        assert "error" in json.loads(response.read())
+    finally:
+        conn.close()
+    # the server is fine and still answers
+    assert sdk(server).channels_info()["channels"] is not None
 
 
 @pytest.mark.parametrize("param", HOST_MATRIX_C)

@@ -12,7 +12,8 @@
   in the parent's lifespan.
 
 Paths are taken relative to the mount point (``root_path``), so the same app works
-at the top level and mounted under a prefix.
+at the top level and mounted under a prefix. HTTP API signatures are checked over
+that relative path (``/apps/{id}/events``), as a client of an unmounted server signs.
 
 Under uvicorn, SIGTERM and SIGINT make uvicorn close every WebSocket with 1012
 before the lifespan shutdown runs. So, when the Pusher starts in a process whose
@@ -141,7 +142,11 @@ class PusherASGI:
         loop = asyncio.get_running_loop()
         for sig in _SIGNALS:
             previous = signal.getsignal(sig)
-            if not callable(previous) or getattr(previous, "_soketi_wrapper", False):
+            if (
+                not callable(previous)
+                or previous is signal.default_int_handler  # no server: Ctrl-C stays Ctrl-C
+                or getattr(previous, "_soketi_wrapper", False)
+            ):
                 continue
 
             def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
