@@ -162,9 +162,9 @@ async def test_each_immediate_event_type_is_signed_and_shaped(receiver: Receiver
     sender = await started()
     try:
         sender.channel_occupied(app, "ch-1")
-        sender.member_added(app, "presence-room", "u1")
-        sender.client_event(app, "private-chat", "client-typing", '{"a":1}', "123.456")
-        sender.client_event(app, "presence-room", "client-hi", {"x": [1]}, "1.2", user_id="u1")
+        sender.member_added(app, "presence-room", "u1", None)
+        sender.client_event(app, "private-chat", "client-typing", '{"a":1}', "123.456", None)
+        sender.client_event(app, "presence-room", "client-hi", {"x": [1]}, "1.2", "u1")
         sender.cache_miss(app, "cache-news")
         sender.subscription_count(app, "ch-1", 7)
         hits = await receiver.wait_hits(6)
@@ -232,7 +232,7 @@ async def test_only_wanted_event_types_are_sent(receiver: Receiver) -> None:
     assert not sender.wants(app, "client_event")
     assert not sender.wants(App(), "cache_miss")
     sender.channel_occupied(app, "ch")
-    sender.client_event(app, "ch", "client-x", "{}", "1.1")
+    sender.client_event(app, "ch", "client-x", "{}", "1.1", None)
     sender.subscription_count(app, "ch", 1)
     assert sender.queue_depth == 0  # never queued
     sender.cache_miss(app, "cache-a")
@@ -377,7 +377,7 @@ async def test_vacated_then_occupied_sends_nothing(receiver: Receiver) -> None:
         sender.channel_vacated(app, "ch")  # page reload...
         sender.channel_occupied(app, "ch")  # ...and back within the window
         sender.member_removed(app, "presence-r", "u1")
-        sender.member_added(app, "presence-r", "u1")
+        sender.member_added(app, "presence-r", "u1", None)
         assert sender.debouncing == 0
         assert sender.queue_depth == 0
     finally:
@@ -391,7 +391,7 @@ async def test_other_member_or_channel_does_not_cancel_the_leave(receiver: Recei
     sender = await started(debounce_s=0.05)
     try:
         sender.member_removed(app, "presence-r", "u1")
-        sender.member_added(app, "presence-r", "u2")  # a different user
+        sender.member_added(app, "presence-r", "u2", None)  # a different user
         sender.channel_vacated(app, "a")
         sender.channel_occupied(app, "b")  # a different channel
         hits = await receiver.wait_hits(4)
@@ -435,7 +435,7 @@ async def test_batching_puts_events_of_one_url_in_one_request(receiver: Receiver
     try:
         sender.channel_occupied(app, "ch-1")
         sender.channel_occupied(app, "ch-2")
-        sender.client_event(app, "ch-1", "client-x", "{}", "1.1")
+        sender.client_event(app, "ch-1", "client-x", "{}", "1.1", None)
         hits = await receiver.wait_hits(2)
         await asyncio.wait_for(sender.wait_idle(), WAIT)
     finally:
@@ -493,7 +493,7 @@ async def test_overflow_drops_the_oldest(
     app = App(webhooks=[Webhook(receiver.url(), ["client_event"])])
     sender = WebhookSender(max_queue=3)
     for i in range(5):
-        sender.client_event(app, "ch", f"client-{i}", "{}", "1.1")
+        sender.client_event(app, "ch", f"client-{i}", "{}", "1.1", None)
     assert sender.queue_depth == 3
     assert sender.dropped == 2
     assert caplog.text.count("queue full") == 1  # rate-limited: one line for both
@@ -512,11 +512,11 @@ async def test_overflow_counts_requests_waiting_for_a_retry(receiver: Receiver) 
     app = App(webhooks=[Webhook(receiver.url(), ["client_event"])])
     sender = await started(max_queue=2, first_retry_s=30.0, retry_for_s=300.0)
     try:
-        sender.client_event(app, "ch", "client-0", "{}", "1.1")
-        sender.client_event(app, "ch", "client-1", "{}", "1.1")
+        sender.client_event(app, "ch", "client-0", "{}", "1.1", None)
+        sender.client_event(app, "ch", "client-1", "{}", "1.1", None)
         await receiver.wait_attempts(2)  # both failed once, now waiting 30 s
         assert sender.queue_depth == 2
-        sender.client_event(app, "ch", "client-2", "{}", "1.1")
+        sender.client_event(app, "ch", "client-2", "{}", "1.1", None)
         assert sender.queue_depth == 2
         assert sender.dropped == 1
     finally:
@@ -529,7 +529,7 @@ async def test_close_flushes_queued_and_debounced_events(receiver: Receiver) -> 
     app = App(webhooks=[Webhook(receiver.url(), ALL)])
     sender = await started(debounce_s=60.0)
     for i in range(5):
-        sender.client_event(app, "ch", f"client-{i}", "{}", "1.1")
+        sender.client_event(app, "ch", f"client-{i}", "{}", "1.1", None)
     sender.member_removed(app, "presence-r", "u1")  # would wait a minute
     sender.channel_vacated(app, "ch")
     await asyncio.wait_for(sender.close(5.0), WAIT)
@@ -569,7 +569,7 @@ async def test_unencodable_data_does_not_stop_the_sender(receiver: Receiver) -> 
     app = App(webhooks=[Webhook(receiver.url(), ["client_event", "cache_miss"])])
     sender = await started()
     try:
-        sender.client_event(app, "ch", "client-x", object(), "1.1")
+        sender.client_event(app, "ch", "client-x", object(), "1.1", None)
         sender.cache_miss(app, "cache-ok")
         hits = await receiver.wait_hits(1)
         await asyncio.wait_for(sender.wait_idle(), WAIT)

@@ -162,7 +162,7 @@ async def test_queue_bounded_in_bytes_drops_the_oldest(
     sender = WebhookSender(max_queue_bytes=5000)  # events of about 1.1 KB: 4 fit
     data = "x" * 1000
     for i in range(10):
-        sender.client_event(app, "private-a", f"client-{i}", data, "1.1")
+        sender.client_event(app, "private-a", f"client-{i}", data, "1.1", None)
         assert sender.queue_bytes <= 5000
     assert sender.queue_depth == 4
     assert sender.dropped == 6
@@ -180,8 +180,8 @@ async def test_queue_bounded_in_bytes_drops_the_oldest(
 def test_one_event_over_the_byte_bound_is_dropped_alone() -> None:
     app = _app()
     sender = WebhookSender(max_queue_bytes=500)
-    sender.client_event(app, "private-a", "client-small", "s", "1.1")
-    sender.client_event(app, "private-a", "client-big", "x" * 1000, "1.1")
+    sender.client_event(app, "private-a", "client-small", "s", "1.1", None)
+    sender.client_event(app, "private-a", "client-big", "x" * 1000, "1.1", None)
     assert sender.queue_depth == 0 and sender.dropped == 2  # the small one made room in vain
 
 
@@ -191,11 +191,11 @@ async def test_requests_waiting_for_a_retry_count_their_bytes(receiver: Receiver
     sender = WebhookSender(max_queue_bytes=2500, first_retry_s=60.0)
     await sender.start()
     try:
-        sender.client_event(app, "private-a", "client-0", "x" * 1000, "1.1")
-        sender.client_event(app, "private-a", "client-1", "x" * 1000, "1.1")
+        sender.client_event(app, "private-a", "client-0", "x" * 1000, "1.1", None)
+        sender.client_event(app, "private-a", "client-1", "x" * 1000, "1.1", None)
         await receiver.wait_attempts(2)  # both in flight, waiting a minute to retry
         assert sender.queue_depth == 2 and sender.queue_bytes > 2000
-        sender.client_event(app, "private-a", "client-2", "x" * 1000, "1.1")
+        sender.client_event(app, "private-a", "client-2", "x" * 1000, "1.1", None)
         assert sender.dropped == 1 and sender.queue_depth == 2
     finally:
         await asyncio.wait_for(sender.close(0.0), WAIT)

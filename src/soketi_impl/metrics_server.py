@@ -102,10 +102,18 @@ class MetricsServer:
     """
 
     def __init__(
-        self, registry: MetricsRegistry | None, *, ready: Callable[[], bool] | None = None
+        self,
+        registry: MetricsRegistry | None,
+        *,
+        ready: Callable[[], bool] | None = None,
+        extend: Callable[[web.Application], None] | None = None,
     ) -> None:
         self.registry = registry
         self._ready = ready
+        #: called with the application at each start, to add routes of its own
+        #: (the dashboard, :mod:`soketi_impl.dashboard`); they take precedence over
+        #: the catch-all 404
+        self._extend = extend
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -121,6 +129,8 @@ class MetricsServer:
         if self._runner is not None:
             raise RuntimeError("MetricsServer is already started")
         app = web.Application()
+        if self._extend is not None:
+            self._extend(app)
         # one handler for every method and path, so that the answer to anything
         # else is a plain 404 (not aiohttp's 405)
         app.router.add_route("*", "/{tail:.*}", self._handle)

@@ -111,6 +111,8 @@ def _metrics_line(server: Server) -> str:
     if metrics is None:
         return "metrics port: not served (see the warning above)"
     paths = "/, /ready, /usage" + (", /metrics" if cfg.metrics_enabled else "")
+    if server.service.dashboard is not None:
+        paths += ", /dashboard"
     note = "" if cfg.metrics_enabled else " (/metrics off: SOKETI_METRICS_ENABLED=false)"
     return f"metrics server on http://{cfg.metrics_host}:{metrics.port} ({paths}){note}"
 

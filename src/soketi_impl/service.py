@@ -111,10 +111,17 @@ class Pusher(HookDecorators):
         self._api_object = HttpApi(self.core, self.config)
         self._api = self._api_object.handle
         self.metrics_server: Any = None
+        #: The debug dashboard (:mod:`soketi_impl.dashboard`) when
+        #: ``SOKETI_DASHBOARD_ENABLED``: served on the metrics port at ``/dashboard``.
+        self.dashboard: Any = None
+        if self.config.dashboard_enabled:
+            from .dashboard import Dashboard
+
+            self.dashboard = Dashboard(self)
         #: Serve the metrics port (``/``, ``/ready``, ``/usage``; ``/metrics`` when
         #: metrics are enabled). soketi always does and ``soketi-impl start`` sets this;
-        #: an embedding app gets the port only with ``SOKETI_METRICS_ENABLED``.
-        self.serve_metrics_port = bool(self.config.metrics_enabled)
+        #: an embedding app gets the port only with ``SOKETI_METRICS_ENABLED`` (or the dashboard).
+        self.serve_metrics_port = bool(self.config.metrics_enabled or self.dashboard is not None)
         self.started = False
 
     @property
@@ -146,12 +153,13 @@ class Pusher(HookDecorators):
         from .metrics_server import MetricsServer
 
         cfg = self.config
-        server = MetricsServer(self.metrics, ready=lambda: bool(self.core.accepting))
+        extend = self.dashboard.mount if self.dashboard is not None else None
+        server = MetricsServer(self.metrics, ready=lambda: bool(self.core.accepting), extend=extend)
         try:
             await server.start(cfg.metrics_host, cfg.metrics_port)
         except OSError as exc:
             message = f"cannot listen on the metrics port {cfg.metrics_host}:{cfg.metrics_port}: {exc}"
-            if cfg.metrics_enabled:
+            if cfg.metrics_enabled or self.dashboard is not None:
                 raise SoketiError(message) from exc
             log.warning("%s; /ready and /usage are not served there (SOKETI_METRICS_SERVER_PORT)", message)
             return

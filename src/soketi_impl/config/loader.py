@@ -205,6 +205,11 @@ class _Loader:
 
     def build(self) -> Config:
         cfg = Config(**self.values)
+        if cfg.dashboard_enabled and not cfg.dashboard_token:
+            raise ConfigError(
+                "SOKETI_DASHBOARD_TOKEN", "a token when SOKETI_DASHBOARD_ENABLED is true "
+                "(the dashboard is only served behind it)",
+            )
         if self.apps is None:
             slots = [
                 {

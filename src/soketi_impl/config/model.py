@@ -132,6 +132,10 @@ class Config:
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9601
     metrics_prefix: str = "soketi_"
+    #: the debug dashboard on the metrics port at ``/dashboard`` (``SOKETI_DASHBOARD_ENABLED``;
+    #: ours), seen only with ``dashboard_token`` (``SOKETI_DASHBOARD_TOKEN``, required then)
+    dashboard_enabled: bool = False
+    dashboard_token: str | None = field(default=None, repr=False)
     adapter_driver: str = "local"
     #: prefix of the Redis adapter's Pub/Sub channels (``SOKETI_ADAPTER_REDIS_PREFIX``)
     adapter_redis_prefix: str = ""

@@ -120,6 +120,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "metrics.prometheus.prefix", "SOKETI_METRICS_PROMETHEUS_PREFIX", "metrics_prefix", TEXT
     ),
+    Setting("dashboard.enabled", "SOKETI_DASHBOARD_ENABLED", "dashboard_enabled", BOOL),
+    Setting("dashboard.token", "SOKETI_DASHBOARD_TOKEN", "dashboard_token", OPTIONAL),
     Setting(
         "adapter.driver",
         "SOKETI_ADAPTER_DRIVER",

@@ -125,6 +125,10 @@ class Delivery:
         self.failed = 0
         self.retries = 0
         self.dropped = 0
+        #: ``listener(outcome, app_id, url, n_events, error)`` is told each request that
+        #: was ``"sent"``, ``"failed"`` (given up) or ``"retried"`` (the dashboard's feed);
+        #: it must be quick and must not raise
+        self.listener: Callable[[str, str, str, int, str | None], None] | None = None
 
         self._queue: deque[Item] = deque()
         self._queued_bytes = 0
@@ -309,11 +313,13 @@ class Delivery:
                 if error is None:
                     if self._finish(request):
                         self.sent += request.n_events
+                        self._tell("sent", request, None)
                     return
                 elapsed = loop.time() - started
                 if elapsed + delay > self.retry_for_s and not self._hurry.is_set():
                     if self._finish(request):
                         self.failed += request.n_events
+                        self._tell("failed", request, error)
                         self._failure_log.warning(
                             "webhooks: giving up on %s (app %s, %d event(s)) after %.0f s: %s",
                             request.url, request.app_id, request.n_events, elapsed, error,
@@ -321,6 +327,7 @@ class Delivery:
                     return
                 await self._backoff(delay)
                 self.retries += 1
+                self._tell("retried", request, error)
                 delay = min(delay * 2, self.max_backoff_s)
         finally:
             # cancelled by overflow or close: those did the accounting already
@@ -335,6 +342,10 @@ class Delivery:
             await asyncio.wait_for(self._hurry.wait(), delay)
         except asyncio.TimeoutError:
             pass
+
+    def _tell(self, outcome: str, request: Request, error: str | None) -> None:
+        if self.listener is not None:
+            self.listener(outcome, request.app_id, request.url, request.n_events, error)
 
     def _forget(self, request: Request) -> None:
         del self._live[request]

@@ -184,7 +184,7 @@ class WebhookSender(Observer, Delivery):
             return
         self._debounce(("c", app.id, channel), app, {"name": "channel_vacated", "channel": channel})
 
-    def member_added(self, app: Any, channel: str, user_id: str, user_info: Any = None) -> None:
+    def member_added(self, app: Any, channel: str, user_id: str, user_info: Any) -> None:
         """A user's first connection joined presence ``channel`` (``user_info`` is not sent)."""
         if self._resume(("m", app.id, channel, user_id)):
             return
@@ -207,7 +207,7 @@ class WebhookSender(Observer, Delivery):
         event: str,
         data: Any,
         socket_id: str,
-        user_id: str | None = None,
+        user_id: str | None,
     ) -> None:
         """A client event was sent on ``channel``; ``user_id`` on presence channels."""
         if not wants(app, "client_event"):
