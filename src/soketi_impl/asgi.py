@@ -17,7 +17,9 @@ app owns the lifespan, so give it the Pusher's::
 
 Clients then connect to ``ws://host/pusher/app/KEY`` (pusher-js: ``wsPath: "/pusher"``).
 The app's in-process API is ``pusher_app.pusher`` (``await pusher_app.pusher.trigger(...)``).
-uvicorn and Starlette are not dependencies of this library.
+uvicorn and Starlette are not dependencies of this library. uvicorn negotiates
+per-message deflate when a client offers it; ``--ws-per-message-deflate false`` keeps
+frames uncompressed, as the picows server sends them.
 """
 
 from __future__ import annotations

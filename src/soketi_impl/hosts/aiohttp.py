@@ -143,7 +143,9 @@ class AiohttpHost:
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         """One Pusher connection, from the upgrade to the end of the socket."""
-        ws = web.WebSocketResponse(max_msg_size=self.max_message, autoping=True)
+        # compress=False: as on the picows host, no per-message deflate (its CPU cost per
+        # message and per connection buys little for small JSON events).
+        ws = web.WebSocketResponse(max_msg_size=self.max_message, autoping=True, compress=False)
         await ws.prepare(request)
         transport = request.transport
 
