@@ -17,7 +17,7 @@ from pathlib import Path
 import pusher
 import pytest
 
-from conftest import APP_ID, APP_KEY, APP_SECRET, base_env, free_port, run_server
+from conftest import APP_ID, APP_KEY, APP_SECRET, base_env, free_port
 from pjs_listen import Listener
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,31 +98,30 @@ async def test_encrypted_example_sends_what_only_pusher_js_can_read(server_mode:
     assert welcome["data"] == {"secret": "only you can read this"}
 
 
-async def test_auth_endpoint_example_signs_for_pusher_js(server_mode: str, node_modules: Path) -> None:
-    port = free_port()
-    with run_server(server_mode) as server:
-        async with run_example("auth_endpoint_aiohttp.py", server_mode, PORT=str(port)) as example:
-            endpoint = f"http://127.0.0.1:{example.port}/pusher/auth"
-            client = await Listener.start(
-                server.port, channels=["private-notes", "presence-room"], authEndpoint=endpoint,
-                authHeaders={"X-User": "ann"}, until="hello",
+async def test_auth_endpoint_example_serves_pusher_and_signs_for_pusher_js(
+    server_mode: str, node_modules: Path
+) -> None:
+    async with run_example("auth_endpoint_aiohttp.py", server_mode, PORT=str(free_port())) as example:
+        endpoint = f"http://127.0.0.1:{example.port}/pusher/auth"
+        client = await Listener.start(
+            example.port, channels=["private-notes", "presence-room"], authEndpoint=endpoint,
+            authHeaders={"X-User": "ann"}, until="hello",
+        )
+        try:
+            await client.until("ready")
+            # The same app serves the HTTP API: the official SDK triggers through it.
+            sdk = pusher.Pusher(
+                app_id=APP_ID, key=APP_KEY, secret=APP_SECRET, host="127.0.0.1", port=example.port, ssl=False,
             )
-            try:
-                await client.until("ready")
-                server_sdk = pusher.Pusher(
-                    app_id=APP_ID, key=APP_KEY, secret=APP_SECRET, host="127.0.0.1", port=server.port, ssl=False,
-                )
-                await asyncio.to_thread(server_sdk.trigger, "presence-room", "hello", {"to": "ann"})
-                await client.until("done")
-            finally:
-                await client.close()
-            assert [(e["channel"], e["data"]) for e in client.events()] == [("presence-room", {"to": "ann"})]
-            # Without a session the endpoint refuses, and pusher-js reports the 403.
-            anon = await Listener.start(
-                server.port, channels=["private-notes"], authEndpoint=endpoint, allowErrors=True,
-            )
-            try:
-                err = await anon.until("sub_error")
-            finally:
-                await anon.close()
-            assert (err["channel"], err["status"]) == ("private-notes", 403)
+            await asyncio.to_thread(sdk.trigger, "presence-room", "hello", {"to": "ann"})
+            await client.until("done")
+        finally:
+            await client.close()
+        assert [(e["channel"], e["data"]) for e in client.events()] == [("presence-room", {"to": "ann"})]
+        # Without a session the endpoint refuses, and pusher-js reports the 403.
+        anon = await Listener.start(example.port, channels=["private-notes"], authEndpoint=endpoint, allowErrors=True)
+        try:
+            err = await anon.until("sub_error")
+        finally:
+            await anon.close()
+        assert (err["channel"], err["status"]) == ("private-notes", 403)
