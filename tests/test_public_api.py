@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import re
 import subprocess
@@ -42,6 +43,19 @@ def test_every_public_name_imports_and_is_documented(name: str) -> None:
     assert not name.startswith("_")
     doc = obj.__doc__ if (inspect.isclass(obj) or inspect.isroutine(obj)) else inspect.getdoc(obj)
     assert doc and doc.strip(), f"soketi_impl.{name} has no docstring"
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC_MODULES - {"soketi_impl"}))
+def test_documented_modules_have_all_and_docstrings(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert mod.__doc__ and mod.__doc__.strip(), module
+    names = getattr(mod, "__all__", None)
+    assert names, f"{module} has no __all__"
+    for name in names:
+        assert not name.startswith("_"), (module, name)
+        obj = getattr(mod, name)
+        if inspect.isclass(obj) or inspect.isroutine(obj):
+            assert obj.__doc__ and obj.__doc__.strip(), f"{module}.{name} has no docstring"
 
 
 def test_the_package_docstring_names_the_documented_modules() -> None:
