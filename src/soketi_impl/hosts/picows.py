@@ -5,11 +5,25 @@ parses the request head with httptools. A WebSocket upgrade is handed to picows:
 the transport is switched to a picows ``WSProtocol`` built the way
 ``picows.ws_create_server`` builds it, and the bytes read so far are fed to it, so
 from then on picows reads the socket directly and the front door costs the
-WebSocket path nothing. Every other request stays here and goes to the HTTP
-handler, with keep-alive.
+WebSocket path nothing (the frames go to :class:`~.wslistener.PusherListener`).
+Every other request stays here and goes to the HTTP handler, with keep-alive.
+
+Bounds against a hostile client (all in :class:`FrontDoorOptions`):
+
+- time: the head (``head_timeout``), the body (``body_timeout``, from the end of the
+  head), a keep-alive connection between requests (``idle_timeout``); a connection
+  past its deadline is closed (408 when a body was coming);
+- memory: at most ``max_pipeline`` requests wait for an answer (more: 429 and close);
+  reading stops while the transport's write buffer is over its high-water mark (a
+  client that pipelines requests and never reads), and while answers are pending;
+  a body is held once (one ``bytes`` or one ``bytearray``), up to ``max_body``;
+- ``check_head``: an answer decided from the head (unknown app, no credentials) goes
+  out before any body is read; the socket then lingers briefly, discarding input,
+  so the answer is not lost to a TCP reset.
 
 picows is pinned exactly (``picows==2.3.1``) because the hand-off builds its
-protocol object with positional arguments; ``tests/test_frontdoor.py`` checks it.
+protocol object with positional arguments; ``tests/test_protocol_ws.py`` and
+``tests/test_hostile_ws.py`` exercise it.
 """
 
 from __future__ import annotations
@@ -21,32 +35,41 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import httptools
-from picows import WSAutoPingStrategy, WSListener, WSMsgType
+import orjson
+from picows import WSAutoPingStrategy
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows's stubs
 
-from ..connection import Connection
-from ..http.types import REASONS as _REASONS
-from ..http.types import HttpHandler, HttpRequest, HttpResponse
+from ..http.types import REASONS, HttpHandler, HttpRequest, HttpResponse, health_handler
 from ..router import Router
-from ..twins._wsglue import shrink_idle_buffers
+from .wslistener import MAX_WRITE_BUFFER, PusherListener
 
-__all__ = ["FrontDoor", "FrontDoorOptions", "PusherListener"]
+__all__ = ["MAX_WRITE_BUFFER", "FrontDoor", "FrontDoorOptions", "PusherListener", "health_handler"]
 
 log = logging.getLogger("soketi_impl.http")
 # One shared logger for every picows connection: a plain Logger would make picows
 # create a child Logger per connection (memory that is never given back).
 _picows_log = logging.LoggerAdapter(logging.getLogger("soketi_impl.picows"), {})
 
-#: Unsent bytes a WebSocket connection may have queued before it is closed with 4100.
-MAX_WRITE_BUFFER = 4 * 1024 * 1024
-
-# Shared empty values for a front door that handed its socket to picows.
-_EMPTY = bytearray()
+_REASONS = {**REASONS, 408: "Request Timeout", 426: "Upgrade Required"}
 _NO_HEADERS: dict[str, str] = {}
-_NO_BODY: list[bytes] = []
+_NO_OUT: list[bytes] = []  # shared by closed connections: nothing is appended once closing
+
+HeadCheck = Callable[[HttpRequest], "HttpResponse | None"]
+
+# FrontDoor.flags: one int instead of a slot per flag (the shell of every upgraded
+# connection stays alive, see FrontDoor.__slots__).
+_FIRST = 1  # still in the first request: its raw bytes are kept for the picows hand-off
+_BUSY = 2  # an async handler is running
+_CLOSING = 4  # done with the socket: input is discarded
+_CLOSE_AFTER = 8  # close once the queued answers are written
+_WPAUSED = 16  # the transport's write buffer is over its high-water mark
+_RPAUSED = 32  # reading is paused
+_IN_BODY = 64  # the head is done, the body is being read
+_OVERFLOW = 128  # too many pipelined requests: answer the queued ones, then 429
+
 
 @dataclass(slots=True)
 class FrontDoorOptions:
@@ -54,138 +77,34 @@ class FrontDoorOptions:
 
     max_head: int = 16 * 1024
     max_body: int = 100 * 1024 * 1024
+    #: seconds for a request head to arrive (from the connection or the request's first byte)
     head_timeout: float = 10.0
+    #: seconds for a request body to arrive, from the end of its head
+    body_timeout: float = 30.0
+    #: seconds a keep-alive connection may sit idle between requests
+    idle_timeout: float = 10.0
+    #: requests read but not yet answered, per connection
+    max_pipeline: int = 32
+    #: seconds a connection refused from its head keeps discarding input before it is cut
+    linger: float = 2.0
     max_frame_size: int = 100 * 1024
     read_buffer_init_size: int = 2048
     handshake_timeout: float = 5.0
 
 
-class PusherListener(WSListener):
-    """The picows listener of one WebSocket connection: feeds the router.
-
-    It is the ``native`` of its :class:`Connection` (``send``/``close``) and gives the
-    fan-out a raw write path: pre-framed bytes straight to the socket transport.
-    """
-
-    __slots__ = ("router", "path", "conn", "transport", "socket_id", "max_message", "fragments", "fragments_size")
-
-    def __init__(self, router: Router, path: str, socket_id: str, max_message: int = 101 * 1024) -> None:
-        self.router = router
-        self.path = path
-        self.socket_id = socket_id
-        self.conn: Connection | None = None
-        self.transport: Any = None
-        #: largest message reassembled from fragments (a single frame is bounded by picows)
-        self.max_message = max_message
-        #: the frames so far of a fragmented text message, or None
-        self.fragments: list[bytes] | None = None
-        self.fragments_size = 0
-
-    # -- native socket interface for Connection --
-    def send(self, message: str | bytes) -> None:
-        if isinstance(message, str):
-            message = message.encode()
-        self.transport.send(WSMsgType.TEXT, message)
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        t = self.transport
-        if t is None or t.is_disconnected:
-            return
-        if not t.is_close_frame_sent:
-            t.send_close(code or 1000, (reason or "").encode()[:120])
-        # A peer that is over capacity (4100) is not reading: a graceful close would
-        # wait for its full write buffer to drain, so abort.
-        t.disconnect(code != 4100)
-
-    def raw_write(self, data: bytes) -> None:
-        """Pre-framed bytes straight to the socket, until our close frame is out.
-
-        picows writes a close frame at once (a protocol error, or the reply to the
-        peer's close) while replies queued in the same loop iteration are flushed
-        later: RFC 6455 5.5.1 allows no data frame after the close frame, so drop them.
-        """
-        t = self.transport
-        if t is not None and not t.is_close_frame_sent:
-            under = t.underlying_transport
-            under.write(data)
-            # Backpressure lives here rather than in the Sink, which saves every
-            # connection a bound method: a peer that does not read is cut off (4100).
-            if under.get_write_buffer_size() > MAX_WRITE_BUFFER:
-                log.info("socket %s cannot keep up (write buffer over %d bytes): closing with 4100",
-                         self.socket_id, MAX_WRITE_BUFFER)
-                self.close(4100, "Over capacity: the client is not reading fast enough.")
-
-    __call__ = raw_write
-
-    # -- picows callbacks --
-    def on_ws_connected(self, transport: Any) -> None:
-        self.transport = transport
-        # picows keeps the upgrade request and response on the transport for the
-        # connection's lifetime; their header maps are ~1.5 KB per connection that
-        # nothing reads after the handshake.
-        for message in (transport.request, transport.response):
-            if message is not None:
-                message.headers = message.version = None
-                if message is transport.request:
-                    message.path = message.method = None
-        shrink_idle_buffers(transport)  # picows's 1 KiB write buffer sits idle: ~1 KB back
-        # The listener itself is the raw writer (``__call__``): no bound method to keep.
-        self.conn = Connection(self.socket_id, self, path=self.path, raw_write=self)
-        self.router.feed("new", self.conn)
-
-    def on_ws_frame(self, transport: Any, frame: Any) -> None:
-        kind = frame.msg_type
-        if kind == WSMsgType.TEXT:
-            if not frame.fin:
-                # A fragmented message (legal, though no Pusher client sends one):
-                # reassemble it, or the first fragment would be parsed as a whole message.
-                self.fragments = [frame.get_payload_as_bytes()]
-                self.fragments_size = frame.payload_size
-            elif self.conn is not None:
-                self.router.feed("message", self.conn, frame.get_payload_as_bytes())
-        elif kind == WSMsgType.CONTINUATION and self.fragments is not None:
-            self.fragments.append(frame.get_payload_as_bytes())
-            self.fragments_size += frame.payload_size
-            if self.fragments_size > self.max_message:
-                self.fragments = None
-                self.close(1009, "Message too big.")
-            elif frame.fin:
-                message = b"".join(self.fragments)
-                self.fragments = None
-                if self.conn is not None:
-                    self.router.feed("message", self.conn, message)
-        elif kind == WSMsgType.CLOSE:
-            if not transport.is_close_frame_sent:
-                transport.send_close(frame.get_close_code())
-            transport.disconnect()
-        elif kind == WSMsgType.BINARY or kind == WSMsgType.CONTINUATION:
-            # Pusher speaks JSON text only; fragmented messages are not sent by any client.
-            log.debug("socket %s sent a %s frame: closing with 1003", self.socket_id, kind.name)
-            self.close(1003, "Only text frames are accepted.")
-
-    def on_ws_disconnected(self, transport: Any) -> None:
-        conn = self.conn
-        if conn is None:
-            return
-        code, reason = None, None
-        hs = transport.close_handshake
-        if hs is not None and hs.recv is not None:
-            code, reason = int(hs.recv.code), hs.recv.reason
-        conn.closed = True
-        self.router.feed("closed", conn, code, reason)
-        self.conn = None
-        self.transport = None
-
-
 class FrontDoor(asyncio.Protocol):
-    """Reads a request head; upgrades go to picows, other requests to ``http_handler``."""
+    """Reads a request head; upgrades go to picows, other requests to ``http_handler``.
+
+    ``check_head`` (optional) may answer a request from its head alone, before the
+    body is read: see :meth:`soketi_impl.service.Pusher.check_http_head`.
+    """
 
     # uvloop keeps a bound method of the first protocol after ``set_protocol``, so this
     # object outlives the upgrade: slots keep that leftover small.
     __slots__ = (
-        "router", "http_handler", "options", "new_socket_id", "transport", "parser", "first",
-        "in_first", "url", "headers", "body", "body_size", "head_size", "queue", "busy",
-        "closing", "out", "close_after_flush", "head_timer",
+        "router", "http_handler", "check_head", "options", "new_socket_id", "transport", "parser",
+        "first", "url", "headers", "request", "body", "head_size", "queue", "out", "timer",
+        "deadline", "flags",
     )
 
     def __init__(
@@ -194,143 +113,290 @@ class FrontDoor(asyncio.Protocol):
         http_handler: HttpHandler,
         options: FrontDoorOptions,
         new_socket_id: Callable[[], str],
+        check_head: HeadCheck | None = None,
     ) -> None:
         self.router = router
         self.http_handler = http_handler
+        self.check_head = check_head
         self.options = options
         self.new_socket_id = new_socket_id
         self.transport: asyncio.Transport | None = None
         self.parser: Any = httptools.HttpRequestParser(self)
-        self.first = bytearray()  # raw bytes of the first request, for the picows hand-off
-        self.in_first = True
+        self.first: bytes | bytearray = bytearray()  # the first request's raw bytes, for the hand-off
         self.url = b""
-        self.headers: dict[str, str] = {}
-        self.body: list[bytes] = []
-        self.body_size = 0
+        self.headers: dict[str, str] = _NO_HEADERS
+        self.request: HttpRequest | None = None  # the request whose body is being read
+        self.body: bytes | bytearray = b""
         self.head_size = 0
         self.queue: deque[HttpRequest] | None = None  # made on the first plain HTTP request
-        self.busy = False
-        self.closing = False
         self.out: list[bytes] = []
-        self.close_after_flush = False
-        self.head_timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        self.flags = _FIRST
+
+    def pending(self) -> tuple[int, int]:
+        """``(requests waiting for an answer, bytes held)`` for this connection.
+
+        Bytes held: the first request's raw bytes, the body so far, answers not yet
+        handed to the transport and the transport's own write buffer.
+        """
+        held = len(self.first) + len(self.body) + sum(map(len, self.out))
+        if self.transport is not None:
+            held += self.transport.get_write_buffer_size()
+        return (len(self.queue) if self.queue else 0) + (self.request is not None), held
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while this connection's reading is paused (backpressure)."""
+        return bool(self.flags & _RPAUSED)
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """asyncio: a client connected; its head must arrive within ``head_timeout``."""
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self.head_timer = asyncio.get_running_loop().call_later(self.options.head_timeout, self._head_timeout)
+        self._arm(self.options.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
-        self.closing = True
+        """asyncio: the socket is gone; let go of everything this connection held."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.flags |= _CLOSING
+        self.transport = None
         self.queue = None
+        self.request = None
+        self.parser = None  # it refers back to us
+        self.first = self.body = b""
+        self.out = _NO_OUT
+        self.headers = _NO_HEADERS
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        """asyncio: bytes from the client, fed to the HTTP parser."""
+        flags = self.flags
+        if flags & (_CLOSING | _OVERFLOW):
             return
-        if self.in_first:
+        if flags & _FIRST:
             self.first += data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._upgrade()
         except httptools.HttpParserError as exc:
-            if not self.closing:
+            if not self.flags & _CLOSING:
                 self._reply_and_close(400, f"Malformed HTTP request: {exc}")
+        if self.queue:
+            self._update_reading()
+
+    def pause_writing(self) -> None:
+        """asyncio: the write buffer is over its high-water mark: stop reading and answering."""
+        self.flags |= _WPAUSED
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        """asyncio: the write buffer drained: answer what waits, read again."""
+        self.flags &= ~_WPAUSED
+        self._next()
 
     # -- httptools callbacks --
     def on_message_begin(self) -> None:
+        """httptools: a request starts; its head must arrive within ``head_timeout``."""
         self.url = b""
         self.headers = {}
-        self.body = []
-        self.body_size = 0
+        self.body = b""
         self.head_size = 0
-        if self.head_timer is None and self.transport is not None:
-            self.head_timer = asyncio.get_running_loop().call_later(self.options.head_timeout, self._head_timeout)
+        self._arm(self.options.head_timeout)
 
     def on_url(self, url: bytes) -> None:
+        """httptools: part of the request target."""
         self.url += url
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one header (names lower-cased; a repeated one keeps the last value)."""
         self._count_head(len(name) + len(value))
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self._cancel_timer()
-        length = self.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.options.max_body:
-            self._reply_and_close(413, f"Request body over {self.options.max_body} bytes.")
-
-    def on_body(self, body: bytes) -> None:
-        self.body_size += len(body)
-        if self.body_size > self.options.max_body:
-            self._reply_and_close(413, f"Request body over {self.options.max_body} bytes.")
+        """httptools: the head is in; answer from it when possible, else read the body."""
+        if self.flags & _CLOSING:
             return
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self.closing or self.parser.should_upgrade():
-            return  # an upgrade: feed_data raises HttpParserUpgrade next
-        self.in_first = False
-        self.first = bytearray()
+        parser = self.parser
+        if parser.should_upgrade():
+            return  # feed_data raises HttpParserUpgrade next
+        self.flags &= ~_FIRST
+        self.first = b""
+        opts = self.options
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > opts.max_body:
+            self._reply_and_close(413, f"Request body over {opts.max_body} bytes.")
+            return
         parsed = httptools.parse_url(self.url)
         request = HttpRequest(
-            method=self.parser.get_method().decode(),
+            method=parser.get_method().decode(),
             path=(parsed.path or b"/").decode("utf-8", "replace"),
             query=(parsed.query or b"").decode("utf-8", "replace"),
             headers=self.headers,
-            body=b"".join(self.body),
-            keep_alive=self.parser.should_keep_alive(),
+            body=b"",
+            keep_alive=parser.should_keep_alive(),
         )
-        if self.queue is None:
-            self.queue = deque()
-        self.queue.append(request)
-        if not self.busy:
+        # Only for a request with a body (without one the handler answers as soon, and
+        # the connection stays open), and only when nothing is queued: an early answer
+        # must not overtake earlier ones.
+        has_body = (length is not None and length != "0") or "transfer-encoding" in self.headers
+        if has_body and self.check_head is not None and not self.queue and not self.flags & _BUSY:
+            try:
+                early = self.check_head(request)
+            except Exception:
+                log.exception("HTTP head check failed on %s %s", request.method, request.path)
+                early = HttpResponse(500, b'{"error":"Internal server error"}')
+            if early is not None:
+                self._answer_and_linger(early)
+                return
+        self.request = request
+        self.flags |= _IN_BODY
+        self._arm(opts.body_timeout)
+        expect = self.headers.get("expect")
+        if expect and expect.lower() == "100-continue" and self.transport is not None and not self.queue:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        """httptools: part of the body, kept in one buffer."""
+        if self.flags & _CLOSING:
+            return
+        held = self.body
+        if len(held) + len(body) > self.options.max_body:
+            self._reply_and_close(413, f"Request body over {self.options.max_body} bytes.")
+        elif not held:
+            self.body = body  # one chunk, as most bodies come: no copy at all
+        elif isinstance(held, bytes):
+            grown = bytearray(held)
+            grown += body
+            self.body = grown
+        else:
+            held += body
+
+    def on_message_complete(self) -> None:
+        """httptools: a whole request: queue it and answer in order."""
+        flags = self.flags
+        request = self.request
+        if flags & _CLOSING or request is None:
+            return  # (an upgrade has no request: feed_data raises HttpParserUpgrade next)
+        self.request = None
+        self.flags = flags & ~_IN_BODY
+        # A multi-chunk body stays the bytearray it was read into: handlers only hash,
+        # measure and parse it, and a bytes copy would hold it twice for a moment.
+        request.body = cast(bytes, self.body)
+        self.body = b""
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        if len(queue) >= self.options.max_pipeline:
+            # The rest of this read is dropped; the queued requests get their answers.
+            self.flags |= _OVERFLOW
+            self._update_reading()
+            return
+        queue.append(request)
+        if not flags & _BUSY:
             self._next()
 
     # -- internals --
     def _count_head(self, n: int) -> None:
         self.head_size += n
-        if self.head_size > self.options.max_head and not self.closing:
+        if self.head_size > self.options.max_head and not self.flags & _CLOSING:
             self._reply_and_close(431, "Request head too large.")
 
-    def _cancel_timer(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+    def _arm(self, delay: float) -> None:
+        """Move this connection's one deadline; a single timer handle follows it lazily."""
+        loop = asyncio.get_running_loop()
+        self.deadline = deadline = loop.time() + delay
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first and follows the deadline from there
+            timer.cancel()
+        self.timer = loop.call_at(deadline, self._on_timer)
 
-    def _head_timeout(self) -> None:
-        self.head_timer = None
-        if not self.closing and self.transport is not None:
-            log.debug("closing a connection whose request head did not arrive in time")
-            self.closing = True
-            self.transport.close()
+    def _on_timer(self) -> None:
+        self.timer = None
+        t = self.transport
+        if t is None:
+            return
+        loop = asyncio.get_running_loop()
+        flags = self.flags
+        if flags & _BUSY and not flags & _CLOSING:
+            self._arm(self.options.idle_timeout)  # the handler is working: not the client's fault
+            return
+        if loop.time() < self.deadline:
+            self.timer = loop.call_at(self.deadline, self._on_timer)
+            return
+        if flags & _CLOSING:
+            t.abort()  # lingered long enough, or the peer does not read our last answer
+        elif flags & _IN_BODY:
+            self._reply_and_close(408, "Request body not received in time.")
+        else:
+            log.debug("closing an HTTP connection: no request within the timeout")
+            self.flags |= _CLOSING
+            if t.get_write_buffer_size():
+                t.abort()  # the peer is not reading: a graceful close would never finish
+            else:
+                t.close()
+
+    def _update_reading(self) -> None:
+        """Read while answers can go out and nothing waits for one; else pause."""
+        t = self.transport
+        if t is None:
+            return
+        flags = self.flags
+        queue = self.queue
+        # Half the queue bound: a client that pipelines a few requests (as the trigger
+        # benchmark does) is never paused; one that floods is, before the queue is full.
+        stop = bool(flags & (_WPAUSED | _OVERFLOW)) or (queue is not None and len(queue) >= self.options.max_pipeline // 2)
+        if stop and not flags & _RPAUSED:
+            self.flags = flags | _RPAUSED
+            t.pause_reading()
+        elif not stop and flags & _RPAUSED and not flags & _CLOSING:
+            self.flags = flags & ~_RPAUSED
+            t.resume_reading()
 
     def _next(self) -> None:
         """Answer queued requests one at a time, in order (pipelining-safe).
 
-        The answers to every request that one read brought in leave in one write.
+        The answers to every request that one read brought in leave in one write,
+        unless they pile up past the write buffer's high-water mark.
         """
-        while self.queue and not self.closing and not self.close_after_flush:
-            request = self.queue.popleft()
+        queue = self.queue
+        stop = _CLOSING | _CLOSE_AFTER | _BUSY | _WPAUSED
+        pending = 0
+        while queue and not self.flags & stop:
+            request = queue.popleft()
             try:
                 result = self.http_handler(request)
             except Exception:
                 log.exception("HTTP handler failed on %s %s", request.method, request.path)
                 result = HttpResponse(500, b'{"error":"Internal server error"}')
             if inspect.isawaitable(result):
-                self.busy = True
+                self.flags |= _BUSY
                 task = asyncio.ensure_future(result)
                 task.add_done_callback(partial(self._done, request=request))
                 break
             assert isinstance(result, HttpResponse)
-            self._write(result, request.keep_alive)
+            pending += self._write(result, request.keep_alive)
+            if pending > 65536:
+                self._flush()  # may pause writing: the loop then stops
+                pending = 0
+        flags = self.flags
+        if flags & _OVERFLOW and not queue and not flags & (_BUSY | _CLOSING | _CLOSE_AFTER):
+            limit = self.options.max_pipeline
+            body = orjson.dumps({"error": f"Too many pipelined requests (limit {limit}): read the answers first."})
+            self._write(HttpResponse(429, body), False)
         self._flush()
+        if not self.flags & (_BUSY | _IN_BODY | _CLOSING):
+            self._arm(self.options.idle_timeout)
+        self._update_reading()
 
     def _done(self, task: asyncio.Future[HttpResponse], *, request: HttpRequest) -> None:
-        self.busy = False
-        if self.closing:
+        self.flags &= ~_BUSY
+        if self.flags & _CLOSING:
             return
         if task.cancelled():
             response = HttpResponse(503, b'{"error":"Server shutting down"}')
@@ -342,8 +408,8 @@ class FrontDoor(asyncio.Protocol):
         self._write(response, request.keep_alive)
         self._next()
 
-    def _write(self, response: HttpResponse, keep_alive: bool) -> None:
-        """Queue one response; :meth:`_flush` writes what is queued."""
+    def _write(self, response: HttpResponse, keep_alive: bool) -> int:
+        """Queue one response (:meth:`_flush` writes what is queued); returns its size."""
         reason = _REASONS.get(response.status, "Unknown")
         lines = [f"HTTP/1.1 {response.status} {reason}"]
         if response.status != 204:  # a 204 has no content, so no content headers
@@ -352,9 +418,11 @@ class FrontDoor(asyncio.Protocol):
         lines += [f"{k}: {v}" for k, v in response.headers]
         if not keep_alive:
             lines.append("Connection: close")
-        self.out.append(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body)
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
+        self.out.append(data)
         if not keep_alive:
-            self.close_after_flush = True
+            self.flags |= _CLOSE_AFTER
+        return len(data)
 
     def _flush(self) -> None:
         t = self.transport
@@ -365,56 +433,87 @@ class FrontDoor(asyncio.Protocol):
         if t is None or t.is_closing():
             return
         t.write(data)
-        if self.close_after_flush:
-            self.closing = True
-            t.close()
+        if self.flags & _CLOSE_AFTER:
+            self.flags |= _CLOSING
+            self._linger(t)
 
     def _reply_and_close(self, status: int, message: str) -> None:
-        import orjson
-
-        self.closing = True
-        self._cancel_timer()
         log.debug("HTTP %d: %s", status, message)
-        if self.transport is not None and not self.transport.is_closing():
-            body = orjson.dumps({"error": message})
-            self.transport.write(
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
-            )
-            self.transport.close()
+        self._answer_and_linger(HttpResponse(status, orjson.dumps({"error": message})))
+
+    def _answer_and_linger(self, response: HttpResponse) -> None:
+        """Answer and close without reading the rest of the request.
+
+        Closing a socket with unread input makes the kernel send a reset, which can
+        destroy the answer on its way: so shut the write side, discard input for up to
+        ``linger`` seconds (or until the client closes), then cut.
+        """
+        self.flags |= _CLOSING
+        self.request = None
+        self.body = self.first = b""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        reason = _REASONS.get(response.status, "Error")
+        headers = "".join(f"{k}: {v}\r\n" for k, v in response.headers)
+        t.write(
+            f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: {response.content_type}\r\n"
+            f"Content-Length: {len(response.body)}\r\n{headers}Connection: close\r\n\r\n".encode("latin-1")
+            + response.body
+        )
+        self._linger(t)
+
+    def _linger(self, t: asyncio.Transport) -> None:
+        """Shut the write side once the answers are out, discard input, cut after ``linger``."""
+        if self.flags & _RPAUSED:
+            self.flags &= ~_RPAUSED
+            t.resume_reading()  # to see the client's close while lingering
+        if t.can_write_eof():
+            t.write_eof()
+        else:
+            t.close()  # TLS: no half-close
+        # A peer that never reads its answer is cut then too: a graceful close would wait.
+        self._arm(self.options.linger)
 
     def _upgrade(self) -> None:
         """Hand the socket to picows, replaying what was read so far."""
-        self._cancel_timer()
         transport = self.transport
-        if transport is None:
+        if transport is None or self.flags & _CLOSING:
             return
-        if not self.in_first or self.parser.get_method() != b"GET":
+        if not self.flags & _FIRST or self.parser.get_method() != b"GET":
             self._reply_and_close(400, "A WebSocket upgrade must be the first request, with GET.")
             return
+        if self.headers.get("sec-websocket-version") != "13":
+            self._answer_and_linger(HttpResponse(
+                426, b'{"error":"Unsupported WebSocket version: use 13."}',
+                headers=[("Sec-WebSocket-Version", "13")],
+            ))
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         path = self.url.decode("utf-8", "replace")
         socket_id = self.new_socket_id()
         router = self.router
+        opts = self.options
 
         def factory(request: Any) -> PusherListener:
-            return PusherListener(router, path, socket_id, self.options.max_frame_size)
+            return PusherListener(router, path, socket_id, opts.max_frame_size)
 
-        opts = self.options
+        # Auto-pong off: the listener answers pings itself, under its write-buffer bound.
         ws = WSProtocol(
             None, None, False, factory, _picows_log, True, opts.handshake_timeout,
-            False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,
+            False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, False,
             opts.max_frame_size, None, opts.read_buffer_init_size,
         )
         data = bytes(self.first)
-        self.closing = True  # this protocol is done with the socket
+        self.flags |= _CLOSING  # this protocol is done with the socket
         # uvloop may keep a reference to this protocol's data_received after the
         # switch: drop everything this object holds so only its shell stays alive.
-        self.first = _EMPTY
+        self.first = self.body = self.url = b""
         self.parser = None
         self.headers = _NO_HEADERS
-        self.body = _NO_BODY
-        self.out = _NO_BODY
-        self.url = b""
+        self.out = _NO_OUT
         self.transport = None
         transport.set_protocol(ws)
         ws.connection_made(transport)

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 from ._speedups import load
 
 if TYPE_CHECKING:
-    from ._wsglue_py import IDLE_WRITE_BUFFER, shrink_idle_buffers
+    from ._wsglue_py import IDLE_WRITE_BUFFER, data_payload, shrink_idle_buffers
 else:
     _mod = load("wsglue")
     IDLE_WRITE_BUFFER = _mod.IDLE_WRITE_BUFFER
+    data_payload = _mod.data_payload
     shrink_idle_buffers = _mod.shrink_idle_buffers
 
-__all__ = ["IDLE_WRITE_BUFFER", "shrink_idle_buffers"]
+__all__ = ["IDLE_WRITE_BUFFER", "data_payload", "shrink_idle_buffers"]

@@ -1,19 +1,47 @@
 """picows glue, pure-Python twin of ``_wsglue_c``.
 
 Python cannot reach picows's C buffers, so here :func:`shrink_idle_buffers` does
-nothing and says so by returning 0.
+nothing and says so by returning 0. :func:`data_payload` reads the frame through
+picows's Python API and gives the same answers as the compiled twin.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["IDLE_WRITE_BUFFER", "shrink_idle_buffers"]
+from picows import WSMsgType
+
+__all__ = ["IDLE_WRITE_BUFFER", "data_payload", "shrink_idle_buffers"]
 
 #: Capacity the compiled twin leaves picows's per-connection write buffer with.
 IDLE_WRITE_BUFFER = 64
+
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
 
 
 def shrink_idle_buffers(transport: Any) -> int:
     """Give back the idle part of a picows transport's write buffer; returns bytes freed."""
     return 0
+
+
+def data_payload(frame: Any) -> bytes | None:
+    """The payload of a whole, clean data frame, else ``None``.
+
+    Whole and clean: a final (FIN) TEXT or BINARY frame with no RSV bit set and a
+    payload that is valid UTF-8. Every other frame (control frames, fragments, RSV
+    bits, bad UTF-8) gives ``None`` and takes the listener's slow path, which says
+    what is wrong with it. Binary frames count as text: uWebSockets, and so soketi,
+    parses them as JSON too.
+    """
+    kind = frame.msg_type
+    if (kind != _TEXT and kind != _BINARY) or not frame.fin or frame.rsv1 or frame.rsv2 or frame.rsv3:
+        return None
+    payload: bytes = frame.get_payload_as_bytes()
+    if payload.isascii():
+        return payload
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return payload
