@@ -41,7 +41,7 @@ function drawChart(canvas, series, windowMs) {
     ctx.fillText(formatNumber((max * i) / 2), pad.left - 4, y + 3);
   }
   ctx.textAlign = 'left';
-  ctx.fillText(`-${Math.round(windowMs / 60000)} min`, pad.left, height - 3);
+  ctx.fillText(windowMs < 120000 ? `-${Math.round(windowMs / 1000)} s` : `-${Math.round(windowMs / 60000)} min`, pad.left, height - 3);
   ctx.textAlign = 'right';
   ctx.fillText('now', pad.left + w, height - 3);
 

@@ -269,7 +269,14 @@
     $(id).textContent = value == null ? '–' : (Number.isInteger(value) ? String(value) : value.toFixed(1));
   }
 
+  /** The charts' span: the samples there are, at least a minute, at most WINDOW_MS. */
+  function span() {
+    const first = state.samples.length ? state.samples[0].t : Date.now();
+    return Math.min(WINDOW_MS, Math.max(60000, Date.now() - first));
+  }
+
   function drawCharts() {
+    const windowMs = span();
     const charts = [
       ['connected', 'connected', false],
       ['in', 'ws_messages_received', true],
@@ -280,11 +287,11 @@
     for (const [id, counter, rate] of charts) {
       const s = series(counter, rate);
       show(`n-${id}`, lastTotal(s));
-      if (typeof drawChart === 'function') drawChart($(`c-${id}`), s, WINDOW_MS);
+      if (typeof drawChart === 'function') drawChart($(`c-${id}`), s, windowMs);
     }
     const queue = state.samples.filter((s) => s.webhook_queue != null).map((s) => [s.t, s.webhook_queue]);
     show('n-webhooks', queue.length ? queue[queue.length - 1][1] : null);
-    if (typeof drawChart === 'function') drawChart($('c-webhooks'), [{ label: 'queue', color: '#b26a00', points: queue }], WINDOW_MS);
+    if (typeof drawChart === 'function') drawChart($('c-webhooks'), [{ label: 'queue', color: '#b26a00', points: queue }], windowMs);
     $('n-webhooks').title = queue.length ? '' : 'no app has webhooks';
     const legend = $('legend');
     legend.replaceChildren(...shownApps().map((id) => {
