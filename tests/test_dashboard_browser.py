@@ -268,3 +268,10 @@ def test_dashboard_in_browser(
     asyncio.run(asyncio.wait_for(
         scenario(server, metrics_port, tmp_path / "profile", tmp_path / "dashboard.png"), 200,
     ))
+
+
+def test_missing_browser_fails_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No chromium on PATH: the browser tests fail (never skip) and say how to install it."""
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        find_chromium()

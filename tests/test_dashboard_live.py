@@ -175,6 +175,8 @@ async def test_page_limit_answers_503() -> None:
         first = await d.feed()
         async with d.http.get(d.base + "/api/feed", headers=BEARER) as r:
             assert r.status == 503 and "pages are open" in (await r.json())["error"]
+        async with d.http.head(d.base + "/api/feed", headers=BEARER) as r:
+            assert r.status == 200  # a HEAD takes no page's place
         first.close()
 
 

@@ -186,6 +186,8 @@ class DashboardRoutes:
         denied = self._denied(request)
         if denied is not None:
             return denied
+        if request.method == "HEAD":  # no stream to hold a page's place open for
+            return web.Response(headers={**_HEADERS, "Content-Type": "text/event-stream"})
         try:
             sub = self.feed.subscribe()
         except TooManyPages as exc:
