@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from conftest import APP_KEY, base_env
@@ -43,7 +44,7 @@ class RawWS:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     buffer: bytes = b""
-    frames: list[tuple[int, bytes]] = field(default_factory=list)
+    socket_id: str = ""
 
     def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -122,6 +123,7 @@ async def raw_ws(port: int, *, version: str = "13", rcvbuf: int | None = None) -
         assert head.startswith(b"HTTP/1.1 101"), head
         first = await ws.next_frame()
         assert first is not None and b"connection_established" in first[1], first
+        ws.socket_id = json.loads(json.loads(first[1])["data"])["socket_id"]
         yield ws
     finally:
         writer.transport.abort()

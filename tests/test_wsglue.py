@@ -7,7 +7,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from picows import WSListener, WSMsgType, ws_create_server
+from picows.picows import _make_test_ws_frame  # type: ignore[attr-defined]  # not in picows's stubs
 from websockets.asyncio.client import connect
 
 
@@ -41,3 +44,33 @@ async def test_shrink_then_send_large_frames(twin: Callable[[str], ModuleType]) 
         await server.wait_closed()
     expected_first = 1024 - glue.IDLE_WRITE_BUFFER if glue.__name__.endswith("_c") else 0
     assert freed == [expected_first, 0]
+
+
+# ---------------------------------------------------------------- data_payload
+
+_KINDS = [WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION, WSMsgType.PING, WSMsgType.PONG, WSMsgType.CLOSE]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    kind=st.sampled_from(_KINDS),
+    payload=st.binary(max_size=40) | st.text(max_size=20).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    fin=st.booleans(),
+    rsv1=st.booleans(),
+)
+def test_data_payload_twins_agree(kind: WSMsgType, payload: bytes, fin: bool, rsv1: bool) -> None:
+    """Only a whole TEXT or BINARY frame, no RSV bit, valid UTF-8 is a message; both twins say so."""
+    from soketi_impl.twins import _speedups, _wsglue_py
+
+    f = _make_test_ws_frame(kind, payload, fin, rsv1)
+    expected = _wsglue_py.data_payload(f)
+    ok = kind in (WSMsgType.TEXT, WSMsgType.BINARY) and fin and not rsv1
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        ok = False
+    assert expected == (payload if ok else None)
+    if not _speedups.NO_EXTENSIONS:
+        from soketi_impl.twins import _wsglue_c
+
+        assert _wsglue_c.data_payload(f) == expected

@@ -39,19 +39,14 @@ from typing import Any, cast
 
 import httptools
 import orjson
-from picows import WSAutoPingStrategy
-from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows's stubs
 
 from ..http.types import REASONS, HttpHandler, HttpRequest, HttpResponse, health_handler
 from ..router import Router
-from .wslistener import MAX_WRITE_BUFFER, PusherListener
+from .wslistener import MAX_WRITE_BUFFER, PusherListener, hand_off
 
 __all__ = ["MAX_WRITE_BUFFER", "FrontDoor", "FrontDoorOptions", "PusherListener", "health_handler"]
 
 log = logging.getLogger("soketi_impl.http")
-# One shared logger for every picows connection: a plain Logger would make picows
-# create a child Logger per connection (memory that is never given back).
-_picows_log = logging.LoggerAdapter(logging.getLogger("soketi_impl.picows"), {})
 
 _REASONS = {**REASONS, 408: "Request Timeout", 426: "Upgrade Required"}
 _NO_HEADERS: dict[str, str] = {}
@@ -256,7 +251,7 @@ class FrontDoor(asyncio.Protocol):
         self.flags |= _IN_BODY
         self._arm(opts.body_timeout)
         expect = self.headers.get("expect")
-        if expect and expect.lower() == "100-continue" and self.transport is not None and not self.queue:
+        if has_body and expect and expect.lower() == "100-continue" and self.transport is not None and not self.queue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -493,19 +488,6 @@ class FrontDoor(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         path = self.url.decode("utf-8", "replace")
-        socket_id = self.new_socket_id()
-        router = self.router
-        opts = self.options
-
-        def factory(request: Any) -> PusherListener:
-            return PusherListener(router, path, socket_id, opts.max_frame_size)
-
-        # Auto-pong off: the listener answers pings itself, under its write-buffer bound.
-        ws = WSProtocol(
-            None, None, False, factory, _picows_log, True, opts.handshake_timeout,
-            False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, False,
-            opts.max_frame_size, None, opts.read_buffer_init_size,
-        )
         data = bytes(self.first)
         self.flags |= _CLOSING  # this protocol is done with the socket
         # uvloop may keep a reference to this protocol's data_received after the
@@ -515,12 +497,8 @@ class FrontDoor(asyncio.Protocol):
         self.headers = _NO_HEADERS
         self.out = _NO_OUT
         self.transport = None
-        transport.set_protocol(ws)
-        ws.connection_made(transport)
-        view = memoryview(data)
-        while view:
-            buf = ws.get_buffer(len(view))
-            n = min(len(buf), len(view))
-            buf[:n] = view[:n]
-            ws.buffer_updated(n)
-            view = view[n:]
+        self._hand_off(transport, data, path)
+
+    def _hand_off(self, transport: asyncio.Transport, data: bytes, path: str) -> None:
+        """Switch ``transport`` to picows and replay ``data`` (the fuzz harness replaces this)."""
+        hand_off(transport, data, self.router, path, self.new_socket_id(), self.options)

@@ -22,15 +22,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from picows import WSListener, WSMsgType
+from picows import WSAutoPingStrategy, WSListener, WSMsgType
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows's stubs
 
 from ..connection import Connection
 from ..router import Router
 from ..twins._wsglue import data_payload, shrink_idle_buffers
 
-__all__ = ["MAX_FRAGMENTS", "MAX_WRITE_BUFFER", "PusherListener", "wire_close_code"]
+__all__ = ["MAX_FRAGMENTS", "MAX_WRITE_BUFFER", "PusherListener", "hand_off", "wire_close_code"]
 
 log = logging.getLogger("soketi_impl.http")
+# One shared logger for every picows connection: a plain Logger would make picows
+# create a child Logger per connection (memory that is never given back).
+_picows_log = logging.LoggerAdapter(logging.getLogger("soketi_impl.picows"), {})
 
 #: Unsent bytes a WebSocket connection may have queued before it is closed with 4100.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
@@ -229,6 +233,33 @@ class PusherListener(WSListener):
         self.router.feed("closed", conn, code, reason)
         self.conn = None
         self.transport = None
+
+
+def hand_off(transport: Any, data: bytes, router: Router, path: str, socket_id: str, opts: Any) -> None:
+    """Switch ``transport`` to a picows ``WSProtocol`` and replay ``data`` (the upgrade request).
+
+    The protocol is built the way ``picows.ws_create_server`` builds it (positional
+    arguments: picows is pinned exactly), with auto-pong off: the listener answers
+    pings itself, under its write-buffer bound. ``opts`` is the front door's options.
+    """
+
+    def factory(request: Any) -> PusherListener:
+        return PusherListener(router, path, socket_id, opts.max_frame_size)
+
+    ws = WSProtocol(
+        None, None, False, factory, _picows_log, True, opts.handshake_timeout,
+        False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, False,
+        opts.max_frame_size, None, opts.read_buffer_init_size,
+    )
+    transport.set_protocol(ws)
+    ws.connection_made(transport)
+    view = memoryview(data)
+    while view:
+        buf = ws.get_buffer(len(view))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        ws.buffer_updated(n)
+        view = view[n:]
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -50,6 +50,7 @@ from libc.string cimport memchr, memcmp, memcpy
 import orjson
 
 from soketi_impl.errors import ProtocolError
+from soketi_impl.twins._protocol_py import loads_after_error as _loads_after_error
 
 cdef extern from "Python.h":
     bint PyMemoryView_Check(object o)
@@ -239,18 +240,6 @@ cdef Py_ssize_t _utf8_size(object s):
         else:
             size += 4
     return size
-
-
-cdef bint _is_utf8(object raw):
-    # Error path only: mirrors the reference's check.
-    try:
-        if PyUnicode_Check(raw):
-            raw.encode("utf-8")
-        else:
-            bytes(raw).decode("utf-8")
-    except UnicodeError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------- fast reader
@@ -834,8 +823,9 @@ cpdef tuple parse_client_message(object raw, Py_ssize_t max_size=102400):
             return msg
     try:
         msg = _loads(raw)
-    except _JSONDecodeError:
-        raise _ProtocolError(MSG_NOT_JSON if _is_utf8(raw) else MSG_NOT_UTF8) from None
+    except _JSONDecodeError as exc:
+        # The reference's own error path (numbers beyond double range, error messages).
+        msg = _loads_after_error(raw, exc)
     if not PyDict_Check(msg):
         raise _ProtocolError(MSG_NOT_OBJECT)
     p = PyDict_GetItem(msg, "event")

@@ -135,6 +135,45 @@ def _is_utf8(raw: bytes | bytearray | memoryview | str) -> bool:
     return True
 
 
+# A JSON number token, outside strings: the string alternative comes first so the
+# scan steps over strings whole. The look-arounds keep a token that runs into other
+# number characters ("1e400e5", "--1e400") as it is: that text is invalid anyway.
+_TOKEN_RE: Final = re.compile(
+    r'"[^"\\]*(?:\\.[^"\\]*)*"|(?<![\w.+-])-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?(?![\w.+-])'
+)
+_DBL_MAX: Final = "1.7976931348623157e308"
+
+
+def _clamp_number(m: re.Match[str]) -> str:
+    token = m.group()
+    if token[0] == '"' or float(token) not in (float("inf"), float("-inf")):
+        return token
+    return "-" + _DBL_MAX if token[0] == "-" else _DBL_MAX
+
+
+def loads_after_error(raw: bytes | bytearray | memoryview | str, exc: ValueError) -> object:
+    """The error path of :func:`parse_client_message`, shared word for word by both twins.
+
+    orjson refuses a number beyond double range (``1e400``) although it is valid
+    JSON, and Pusher forwards client-event data as sent: such a number is read as
+    the largest double of its sign (the nearest value JSON can spell; ``1e-400``
+    already reads as 0.0), and the raw text still goes out unchanged
+    (:func:`raw_data`). Everything else raises the reference's ProtocolError.
+    """
+    if not _is_utf8(raw):
+        raise ProtocolError(MSG_NOT_UTF8) from None
+    if "infinity" not in str(exc):
+        raise ProtocolError(MSG_NOT_JSON) from None
+    if isinstance(raw, str):
+        text = raw
+    else:
+        text = bytes(raw).decode("utf-8")
+    try:
+        return orjson.loads(_TOKEN_RE.sub(_clamp_number, text))
+    except orjson.JSONDecodeError:
+        raise ProtocolError(MSG_NOT_JSON) from None
+
+
 def parse_client_message(
     raw: bytes | bytearray | memoryview | str, max_size: int = 102400
 ) -> tuple[str, str | None, object]:
@@ -163,10 +202,8 @@ def parse_client_message(
         raise ProtocolError(f"Message too large ({size} bytes, limit {max_size})")
     try:
         msg = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # orjson checks UTF-8 itself; telling the two failures apart is only
-        # worth its cost on this error path.
-        raise ProtocolError(MSG_NOT_JSON if _is_utf8(raw) else MSG_NOT_UTF8) from None
+    except orjson.JSONDecodeError as exc:
+        msg = loads_after_error(raw, exc)
     if not isinstance(msg, dict):
         raise ProtocolError(MSG_NOT_OBJECT)
     event = msg.get("event")
