@@ -232,3 +232,10 @@ async def test_webhook_outcomes_reach_the_feed() -> None:
     kinds = [(e["kind"], e["app"], e["url"], e["events"]) for e in feed.recent]
     assert kinds == [("webhook_retried", "app1", url, 1), ("webhook_sent", "app1", url, 1)]
     assert feed.recent[0]["error"] == "HTTP 500"
+
+
+def test_the_page_files_are_in_the_package() -> None:
+    """What index.html and login.html load ships with the package (package-data, git)."""
+    pusher = Pusher(load_config(None, environ=base_env(0)))
+    names = Dashboard(pusher, token="x").static_names
+    assert {"index.html", "login.html", "dashboard.js", "charts.js", "dashboard.css"} <= names
