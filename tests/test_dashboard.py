@@ -86,15 +86,17 @@ def test_entries_have_what_the_page_shows() -> None:
     feed.connection_closed(app, "1.2", 4009, "bye")  # type: ignore[arg-type]
     feed.published(app, "news", "ev", 42)  # type: ignore[arg-type]
     feed.webhook("failed", "app1", "http://x/hook", 2, "HTTP 500")
+    feed.error_sent(app, "1.2", 4301, "Client events are not allowed here.", None)  # type: ignore[arg-type]
     got = [(e["kind"], e.get("client"), e.get("code"), e.get("size"), e.get("error")) for e in feed.recent]
     assert got == [
         ("connection", "js 8.6.0", None, None, None),
         ("disconnection", None, 4009, None, None),
         ("api_message", None, None, 42, None),
         ("webhook_failed", None, None, None, "HTTP 500"),
+        ("error", None, 4301, None, None),
     ]
     assert all(e["ts"] == 12500 and e["app"] == "app1" for e in feed.recent)
-    assert [e["id"] for e in feed.recent] == [1, 2, 3, 4]
+    assert [e["id"] for e in feed.recent] == [1, 2, 3, 4, 5]
 
 
 def test_client_of() -> None:

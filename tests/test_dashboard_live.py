@@ -84,6 +84,22 @@ async def test_feed_shows_a_client_and_api_messages() -> None:
         late.close()
 
 
+async def test_errors_sent_to_a_client_are_in_the_feed() -> None:
+    """A refused subscription and a refused client event: the code and why, per socket."""
+    async with start_dash() as d:
+        feed = await d.feed()
+        ws, sid = await pusher_client(d.ws_url, "news")
+        await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "private-x", "auth": "k:bad"}}))
+        refused = await feed.entry(lambda e: e["kind"] == "error" and e["channel"] == "private-x")
+        assert refused["socket_id"] == sid and refused["code"] in (401, 403)
+        assert refused["message"].startswith("AuthError")
+        await ws.send(json.dumps({"event": "client-x", "channel": "news", "data": {}}))
+        denied = await feed.entry(lambda e: e["kind"] == "error" and e["code"] == 4301)
+        assert denied["socket_id"] == sid and denied["channel"] is None
+        feed.close()
+        await ws.close()
+
+
 async def test_test_event_and_its_checks() -> None:
     async with start_dash() as d:
         ws, _ = await pusher_client(d.ws_url, "news")

@@ -248,6 +248,12 @@ class Feed(Observer):
         """An API message (HTTP API or in-process trigger); the core tells its size only."""
         self.add(app.id, "api_message", channel=channel, event=event, size=size)
 
+    def error_sent(
+        self, app: AppConfig, socket_id: str, code: int | None, message: str, channel: str | None
+    ) -> None:
+        """A ``pusher:error`` or ``pusher:subscription_error`` went to a connection that stays."""
+        self.add(app.id, "error", socket_id=socket_id, code=code, message=message[:500], channel=channel)
+
     # -- what the webhook sender tells ----------------------------------------------
 
     def webhook(self, outcome: str, app_id: str, url: str, events: int, error: str | None) -> None:

@@ -294,7 +294,7 @@ class PusherServer(InProcessApi):
             event, channel, data = parse_client_message(message, self._max_frame)
         except ProtocolError as exc:
             log.debug("socket %s sent a bad frame: %s", sock.id, exc.message)
-            sock.send(messages.error(exc.code, exc.message))
+            self._send_error(sock, exc.code, exc.message)
             return
         handler = self._events.get(event)
         try:
@@ -303,13 +303,19 @@ class PusherServer(InProcessApi):
             elif event.startswith("client-"):
                 client_event(self, sock, event, channel, data, message)
             else:
-                sock.send(messages.error(None, f"Unknown event {event[:200]!r}."))
+                self._send_error(sock, None, f"Unknown event {event[:200]!r}.")
         except SoketiError as exc:
             log.debug("socket %s: %s", sock.id, exc.message)
             if exc.close and exc.code is not None:
                 self.close_socket(sock, exc.code, exc.message)
             else:
-                sock.send(messages.error(exc.code, exc.message))
+                self._send_error(sock, exc.code, exc.message)
+
+    def _send_error(self, sock: Socket, code: int | None, message: str) -> None:
+        """``pusher:error`` to a connection that stays open; observers hear of it."""
+        sock.send(messages.error(code, message))
+        if self.observers and sock.app is not None:
+            self.observers.tell("error_sent", sock.app.config, sock.id, code, message, None)
 
     def _on_ping(self, sock: Socket, channel: str | None, data: Any) -> None:
         sock.send(messages.PONG)

@@ -62,3 +62,10 @@ class Observer:
 
     def published(self, app: AppConfig, channel: str, event: str, size: int) -> None:
         """An event was published through the HTTP or in-process API (``size``: encoded bytes)."""
+
+    def error_sent(
+        self, app: AppConfig, socket_id: str, code: int | None, message: str, channel: str | None
+    ) -> None:
+        """A connection was sent ``pusher:error`` and stays open (a bad message, a refused
+        client event), or ``pusher:subscription_error`` on ``channel`` (``code``: its status).
+        Errors that close the connection are told by :meth:`connection_closed` with the code."""

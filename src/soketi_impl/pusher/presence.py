@@ -102,9 +102,10 @@ class Presence:
             sock.discard_channel(channel)
             leave_locally(app, channel, uid)
             limit = app.config.max_presence_members_per_channel
-            sock.send(messages.subscription_error(
-                channel, "LimitReached", f"The presence channel is full ({limit} members).", 400
-            ))
+            text = f"The presence channel is full ({limit} members)."
+            sock.send(messages.subscription_error(channel, "LimitReached", text, 400))
+            if self.core.observers:
+                self.core.observers.tell("error_sent", app.config, sock.id, 400, f"LimitReached: {text}", channel)
             return
         if members is None:
             members = local_members(app, channel)

@@ -56,6 +56,10 @@ class Subscriptions:
             self.subscribe(sock, channel, data)
         except SubscriptionRefused as exc:
             sock.send(messages.subscription_error(channel, exc.kind, exc.message, exc.status))
+            if self.core.observers and sock.app is not None:
+                self.core.observers.tell(
+                    "error_sent", sock.app.config, sock.id, exc.status, f"{exc.kind}: {exc.message}", channel
+                )
 
     def subscribe(self, sock: Socket, channel: str, data: dict[str, Any]) -> None:
         """Authorize and subscribe; :class:`SubscriptionRefused` when refused."""

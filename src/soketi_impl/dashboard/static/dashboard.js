@@ -154,6 +154,7 @@
       case 'test_event': return `${e.event} on ${e.channel} from this page, delivered to ${e.delivered} here`;
       case 'member_added': case 'member_removed': return `${e.user_id} in ${e.channel}`;
       case 'signed_in': return `${sid} as ${e.user_id}`;
+      case 'error': return `to ${sid}${e.channel ? ` on ${e.channel}` : ''}: ${e.code != null ? `${e.code} ` : ''}${e.message}`;
       case 'webhook_sent': case 'webhook_failed': case 'webhook_retried':
         return `${e.events} event(s) to ${e.url}${e.error ? `: ${e.error}` : ''}`;
       default: return e.channel || '';
@@ -161,7 +162,7 @@
   }
 
   function severity(e) {
-    if (e.kind === 'webhook_failed') return 'error';
+    if (e.kind === 'webhook_failed' || e.kind === 'error') return 'error';
     if (e.kind === 'webhook_retried') return 'warn';
     // 4000-4199: the client should not reconnect as is (4200+: come back)
     if (e.kind === 'disconnection' && e.code >= 4000 && e.code < 4200) return 'error';
