@@ -302,3 +302,18 @@ def clean_exit(server: ServerProcess, timeout: float = 15) -> bool:
     if server.kind == "asgi":
         return code in (0, -signal.SIGTERM) and any("Application shutdown complete" in line for line in server.log)
     return code == 0
+
+
+def signed_query(method: str, path: str, body: bytes) -> str:
+    """The query string of a test-app request signed as the SDKs sign (auth_* and body_md5)."""
+    import hashlib
+    import hmac
+    import time
+
+    params = {
+        "auth_key": APP_KEY, "auth_timestamp": str(int(time.time())), "auth_version": "1.0",
+        "body_md5": hashlib.md5(body).hexdigest(),
+    }
+    query = "&".join(f"{k}={params[k]}" for k in sorted(params))
+    signature = hmac.new(APP_SECRET.encode(), f"{method}\n{path}\n{query}".encode(), hashlib.sha256)
+    return f"{query}&auth_signature={signature.hexdigest()}"

@@ -16,7 +16,6 @@ import http.client
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +37,7 @@ from conftest import (
     ServerProcess,
     clean_exit,
     serve_host,
+    signed_query,
     wait_until,
 )
 
@@ -93,11 +93,12 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module", params=HOST_MATRIX_C)
 def server(request: pytest.FixtureRequest, receiver: Receiver) -> Iterator[ServerProcess]:
-    """One server per host, sending every webhook kind to ``receiver``."""
+    """One server per host, sending every webhook kind to ``receiver``; 0.1 MB HTTP bodies."""
     hooks = [{"url": receiver.url, "event_types": [
         "channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event",
     ]}]
-    with serve_host(request.param, {"SOKETI_DEFAULT_APP_WEBHOOKS": json.dumps(hooks)}) as srv:
+    env = {"SOKETI_DEFAULT_APP_WEBHOOKS": json.dumps(hooks), "SOKETI_HTTP_MAX_REQUEST_SIZE": "0.1"}
+    with serve_host(request.param, env) as srv:
         yield srv
 
 
@@ -193,17 +194,6 @@ def test_webhooks_are_signed_and_delivered(server: ServerProcess, receiver: Rece
         assert headers["x-pusher-key"] == APP_KEY
         expected = hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
         assert headers["x-pusher-signature"] == expected
-
-
-def signed_query(method: str, path: str, body: bytes) -> str:
-    """The query string of a request signed as the SDKs sign (auth_* and body_md5)."""
-    params = {
-        "auth_key": APP_KEY, "auth_timestamp": str(int(time.time())), "auth_version": "1.0",
-        "body_md5": hashlib.md5(body).hexdigest(),
-    }
-    query = "&".join(f"{k}={params[k]}" for k in sorted(params))
-    signature = hmac.new(APP_SECRET.encode(), f"{method}\n{path}\n{query}".encode(), hashlib.sha256)
-    return f"{query}&auth_signature={signature.hexdigest()}"
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

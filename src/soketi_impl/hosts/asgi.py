@@ -58,15 +58,17 @@ def route_path(scope: Scope) -> str:
     """The request path below the mount point, not percent-decoded when the server says how."""
     root = scope.get("root_path", "") or ""
     raw = scope.get("raw_path")
-    path = raw.decode("utf-8", "replace") if raw else scope.get("path", "/")
-    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
-        path = path[len(root):]
-    elif raw and root:
-        # raw_path is percent-encoded and root_path is not: fall back to the decoded path
+    path: str = raw.decode("utf-8", "replace") if raw else scope.get("path", "/")
+    if root and not _under(path, root):
+        # raw_path is percent-encoded and root_path is not: use the decoded path
         path = scope.get("path", "/")
-        if path.startswith(root):
-            path = path[len(root):]
+    if root and _under(path, root):
+        path = path[len(root):]
     return path or "/"
+
+
+def _under(path: str, root: str) -> bool:
+    return path.startswith(root) and path[len(root):len(root) + 1] in ("", "/")
 
 
 def _error(status: int, message: str) -> HttpResponse:
@@ -108,6 +110,7 @@ class PusherASGI:
             await self.pusher.start()
             self._running = True
             self._stopped = False
+            self._closing = None
             if self.handle_signals:
                 self._wrap_signals()
 
