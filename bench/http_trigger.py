@@ -4,6 +4,7 @@ Usage::
 
     PYTHONPATH=src python bench/http_trigger.py [--runs 3] [--seconds 3] [--builds c,py]
         [--connections 8] [--depth 4] [--subscribers 100,0] [--out bench/results/http_trigger.json]
+        [--baseline-src OTHER_CHECKOUT]
 
 Scenarios: the baseline, and ours for each build (``c``: compiled twins, ``py``: pure
 Python) and each subscriber count (``c/100`` is the headline: every trigger fans out
@@ -19,6 +20,13 @@ to 100 WebSocket clients; ``c/0`` is the HTTP path alone). One run does, per sce
   WebSocket deliveries that arrived over the same window; after the load stops, wait
   until every subscriber has all the events it was owed (``deliveries_complete`` is
   false in the results if any was missing).
+
+``--baseline-src DIR`` adds, beside each of ours, the same scenario served by another
+checkout of this project (``before/{build}/{n}``; ``DIR/src`` on PYTHONPATH, built in
+place for the ``c`` build), so a change is measured before and after in one run::
+
+    git worktree add ../before <commit> && PYTHONPATH=src python bench/http_trigger.py \
+        --builds py --baseline-src ../before
 
 The baseline (``--serve-baseline``, in this file) is the floor of any Python HTTP
 server on this machine: asyncio (uvloop) + httptools, answering ``200 {}`` to every
@@ -266,12 +274,12 @@ def start(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[b
     raise RuntimeError(f"server {argv} did not listen on {port}")
 
 
-def server_argv(kind: str, port: int) -> tuple[list[str], dict[str, str]]:
+def server_argv(kind: str, port: int, src: Path = ROOT / "src") -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOKETI_")}
     if kind == "baseline":
         return [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(port)], env
     env.update(
-        PYTHONPATH=str(ROOT / "src"),
+        PYTHONPATH=str(src),
         SOKETI_HOST="127.0.0.1",
         SOKETI_PORT=str(port),
         SOKETI_DEFAULT_APP_ID=APP_ID,
@@ -286,7 +294,9 @@ def server_argv(kind: str, port: int) -> tuple[list[str], dict[str, str]]:
 
 def one_run(kind: str, subscribers: int, args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
-    argv, env = server_argv(kind, port)
+    before = kind.startswith("before/")
+    src = Path(args.baseline_src).resolve() / "src" if before else ROOT / "src"
+    argv, env = server_argv(kind.removeprefix("before/"), port, src)
     proc = start(argv, env, port)
     try:
         out = subprocess.run(
@@ -338,6 +348,10 @@ def main() -> int:
     )
     ap.add_argument("--builds", default="c,py")
     ap.add_argument("--out", default=str(HERE / "results" / "http_trigger.json"))
+    ap.add_argument(
+        "--baseline-src",
+        help="another checkout of this project, measured beside ours in the same run",
+    )
     ap.add_argument("--load", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -357,7 +371,8 @@ def main() -> int:
     builds = [b.strip() for b in args.builds.split(",") if b.strip()]
     counts = [int(c) for c in args.subscribers.split(",") if c.strip()]
     # A scenario is (server, subscribers); its name is "baseline" or "{build}/{subscribers}".
-    scenarios = [("baseline", 0)] + [(b, n) for n in counts for b in builds]
+    kinds = [k for b in builds for k in ([b, f"before/{b}"] if args.baseline_src else [b])]
+    scenarios = [("baseline", 0)] + [(k, n) for n in counts for k in kinds]
     names = ["baseline" if k == "baseline" else f"{k}/{n}" for k, n in scenarios]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for i in range(args.runs):
@@ -365,7 +380,7 @@ def main() -> int:
             r = one_run(kind, n, args)
             runs[name].append(r)
             print(
-                f"run {i + 1} {name:8s} {r['triggers_per_s']:>8} req/s "
+                f"run {i + 1} {name:12s} {r['triggers_per_s']:>8} req/s "
                 f"{r['deliveries_per_s']:>9} deliveries/s"
                 f"  errors={r['errors']} complete={r['deliveries_complete']}",
                 flush=True,
@@ -388,8 +403,10 @@ def main() -> int:
             "'{build}/{n}' is ours (c: compiled twins, py: pure Python) with n raw WebSocket "
             "subscribers on the channel; the baseline is asyncio+httptools answering 200 {} "
             "without reading the request (no signature, no fan-out). Server taskset -c 0, "
-            "load taskset -c 1; medians of the runs."
+            "load taskset -c 1; medians of the runs. 'before/...' scenarios: the same "
+            "served by the --baseline-src checkout."
         ),
+        "baseline_src": args.baseline_src,
         "runs": args.runs,
         "seconds": args.seconds,
         "connections": args.connections,
