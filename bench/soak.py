@@ -109,7 +109,7 @@ async def _worker(index: int, args: argparse.Namespace, port: int, conns: list[t
     batch = 200
     for i in range(0, len(conns), batch):
         clients = await asyncio.gather(*(connect(ch, not churns) for ch, churns in conns[i:i + batch]))
-        for (ch, churns), c in zip(conns[i:i + batch], clients, strict=True):
+        for (_ch, churns), c in zip(conns[i:i + batch], clients, strict=True):
             (churners if churns else stayers).append(c)
     pipe.send(("ready", index))
     assert pipe.recv() == "go"

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .config import AppConfig, Config, load_config
 from .connection import Connection
 from .connections import Connections
@@ -62,7 +63,6 @@ from .twins._speedups import using_extensions
 if TYPE_CHECKING:
     from .server import Server
 
-__version__ = "0.1.0"
 
 __all__ = [
     "AppConfig",
