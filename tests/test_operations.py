@@ -44,8 +44,11 @@ def once(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
 class Proc:
     """A ``soketi-impl start`` subprocess whose stderr lines are collected as they come."""
 
-    def __init__(self, env: dict[str, str], cwd: Path | None = None, config: str | None = None) -> None:
-        argv = [sys.executable, "-m", "soketi_impl", "start"] + (["--config", config] if config else [])
+    def __init__(
+        self, env: dict[str, str], cwd: Path | None = None, config: str | None = None,
+        executable: str = sys.executable,
+    ) -> None:
+        argv = [executable, "-m", "soketi_impl", "start"] + (["--config", config] if config else [])
         self.port = int(env["SOKETI_PORT"])
         self.log: list[str] = []
         self._changed = threading.Condition()

@@ -15,7 +15,7 @@ import importlib
 import logging
 import sys
 
-from soketi_impl import __version__
+from soketi_impl._version import __version__
 from soketi_impl.config import Config, load_config, server_ssl_context
 from soketi_impl.errors import ConfigError
 

@@ -131,9 +131,21 @@ async def _serve(config: Config) -> int:
         log.error("%s", exc.message)
         await server.service.stop(0)
         return 1
-    from . import __version__, using_extensions
+    from ._version import __version__
+    from .twins import _speedups
 
-    twins = "compiled twins" if using_extensions() else "pure-Python twins (no compiled extensions)"
+    if _speedups.using_extensions():
+        twins = "compiled twins"
+    elif _speedups.NO_EXTENSIONS:
+        twins = "pure-Python twins (SOKETI_IMPL_NO_EXTENSIONS is set)"
+    else:
+        twins = "pure-Python twins"
+        # An install from the sdist on a machine without a C compiler lands here.
+        log.warning(
+            "the compiled extensions are missing (%s): running on the pure-Python twins "
+            "(slower); install a wheel, or reinstall where a C compiler is found",
+            "; ".join(f"{area}: {why}" for area, why in sorted(_speedups.FAILED.items())),
+        )
     log.info("soketi-impl %s, %s; %s", __version__, twins, _metrics_line(server))
     apps = ", ".join(f"{a.id} (key {a.key})" for a in config.apps) or "none"
     http = "https" if server.ssl_context is not None else "http"
