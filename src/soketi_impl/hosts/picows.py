@@ -40,7 +40,8 @@ from typing import Any, cast
 import httptools
 import orjson
 
-from ..http.types import REASONS, HttpHandler, HttpRequest, HttpResponse, health_handler
+from ..http.health import health_handler
+from ..http.types import REASONS, HttpHandler, HttpRequest, HttpResponse
 from ..router import Router
 from .wslistener import MAX_WRITE_BUFFER, PusherListener, hand_off
 

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .health import health_response
-from .types import HttpHandler, HttpRequest, HttpResponse, health_handler
+from .health import health_handler, health_response
+from .types import HttpHandler, HttpRequest, HttpResponse
 
 __all__ = ["HttpHandler", "HttpRequest", "HttpResponse", "health_handler", "health_response"]

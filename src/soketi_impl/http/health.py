@@ -7,9 +7,9 @@ the old ones are closed over the grace period.
 
 from __future__ import annotations
 
-from .types import HttpResponse
+from .types import HttpRequest, HttpResponse
 
-__all__ = ["HEALTH_PATHS", "health_response"]
+__all__ = ["HEALTH_PATHS", "health_handler", "health_response"]
 
 #: The paths :func:`health_response` answers.
 HEALTH_PATHS = frozenset({"/", "/ready", "/accept-traffic"})
@@ -26,3 +26,9 @@ def health_response(path: str, accepting: bool) -> HttpResponse | None:
     if not accepting and path in _READINESS:
         return HttpResponse(503, b"Shutting down", "text/plain")
     return HttpResponse(200, b"OK", "text/plain")
+
+
+def health_handler(request: HttpRequest) -> HttpResponse:
+    """The default HTTP handler: health endpoints only, 404 for anything else."""
+    response = health_response(request.path, True)
+    return response if response is not None else HttpResponse(404, b'{"error":"Not found."}')

@@ -1,4 +1,4 @@
-"""HTTP request and response types shared by every host, and the health endpoints.
+"""HTTP request and response types shared by every host.
 
 A host (the picows front door, ASGI, aiohttp) turns its framework's request into an
 :class:`HttpRequest`, calls the handler, and writes the :class:`HttpResponse` back.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-__all__ = ["REASONS", "HttpHandler", "HttpRequest", "HttpResponse", "health_handler"]
+__all__ = ["REASONS", "HttpHandler", "HttpRequest", "HttpResponse"]
 
 REASONS = {
     200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -43,10 +43,3 @@ class HttpResponse:
 
 HttpHandler = Callable[[HttpRequest], "Awaitable[HttpResponse] | HttpResponse"]
 
-
-def health_handler(request: HttpRequest) -> HttpResponse:
-    """The default HTTP handler: health endpoints only (see :mod:`soketi_impl.http.health`)."""
-    from .health import health_response  # health builds HttpResponse: imported late
-
-    response = health_response(request.path, True)
-    return response if response is not None else HttpResponse(404, b'{"error":"Not found."}')
