@@ -329,3 +329,25 @@ async def test_without_a_registry_metrics_is_404_and_the_rest_answers() -> None:
         assert (await get(srv.port, "/ready", "HEAD"))[0] == 200
     finally:
         await srv.close()
+
+
+def test_hooks_source_counts_what_a_full_queue_dropped() -> None:
+    from soketi_impl.config import AppConfig
+    from soketi_impl.hooks import Hooks
+
+    hooks = Hooks(maxsize=2)  # not started: nothing drains the queue
+    hooks.on_subscribed(lambda ev: None)
+    app = AppConfig(id="1", key="k", secret="s")
+    for i in range(5):
+        hooks.subscribed(app, f"1.{i}", "news")
+    reg = MetricsRegistry(process_metrics=False)
+    current: list[Hooks | None] = [None]
+    reg.set_hooks_source(lambda: current[0])
+    assert not any(name.startswith("soketi_hooks") for name, _ in samples(reg.render()))
+    current[0] = hooks
+    got = samples(reg.render())
+    port = (("port", "6001"),)
+    assert got[("soketi_hooks_dropped_total", port)] == 3
+    assert got[("soketi_hooks_queued_total", port)] == 2
+    assert got[("soketi_hooks_pending", port)] == 2
+    assert got[("soketi_hooks_failed_total", port)] == 0

@@ -1,4 +1,5 @@
-"""PROTOCOL.md sections 1-7 over raw WebSockets (the ``websockets`` client), both builds.
+"""The Pusher protocol over raw WebSockets (the ``websockets`` client), both builds:
+connection, errors, channels, presence, client events, users and cache channels.
 
 One server per build serves the whole module; its config file defines several apps,
 one per limit under test (see ``APPS``), so that no test needs its own server. Tests

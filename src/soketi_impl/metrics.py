@@ -42,7 +42,7 @@ exact sample names and declare them ``untyped`` (``rate()`` works the same).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -147,6 +147,19 @@ _WEBHOOK_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ),
 )
 
+# (name without prefix, kind, key of Hooks.stats(), help)
+_HOOK_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("hooks_pending", _GAUGE, "pending", "Hook events queued and not handled yet."),
+    ("hooks_queued_total", _COUNTER, "queued", "Hook events queued for the handlers."),
+    (
+        "hooks_dropped_total",
+        _COUNTER,
+        "dropped",
+        "Hook events dropped because the hooks' queue was full (the newest is dropped).",
+    ),
+    ("hooks_failed_total", _COUNTER, "failed", "Hook handler calls that raised."),
+)
+
 
 class StatsLike(Protocol):
     """What is read from one app's counters (``_fanout.Stats``); ``snapshot()`` is
@@ -226,6 +239,7 @@ class MetricsRegistry:
         self.port_label = str(port_label)
         self._apps: dict[str, object] = {}
         self._webhooks: object | None = None
+        self._hooks: Callable[[], object | None] | None = None
         #: The private registry (not prometheus_client's global one), so several
         #: servers in one process, as in the tests, do not collide.
         self.registry = CollectorRegistry(auto_describe=False)
@@ -245,6 +259,11 @@ class MetricsRegistry:
         """Expose the webhook sender's queue depth and counters (None to stop)."""
         self._webhooks = sender
 
+    def set_hooks_source(self, hooks: Callable[[], object | None] | None) -> None:
+        """Expose the hooks' counters: ``hooks()`` returns a :class:`~soketi_impl.hooks.Hooks`
+        (its ``stats()``) or None while no hook is registered."""
+        self._hooks = hooks
+
     def render(self) -> bytes:
         """The page for ``GET /metrics``, in Prometheus text format 0.0.4."""
         return generate_latest(self.registry)
@@ -262,6 +281,14 @@ class MetricsRegistry:
             for name, kind, attr, doc in _WEBHOOK_METRICS:
                 family = _family(kind, self.prefix + name, doc, ["port"])
                 family.add_metric([self.port_label], int(getattr(sender, attr, 0)))
+                yield family
+        hooks = self._hooks() if self._hooks is not None else None
+        stats = getattr(hooks, "stats", None)
+        if callable(stats):
+            values = stats()
+            for name, kind, key, doc in _HOOK_METRICS:
+                family = _family(kind, self.prefix + name, doc, ["port"])
+                family.add_metric([self.port_label], int(values.get(key, 0)))
                 yield family
 
 

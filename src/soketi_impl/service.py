@@ -106,6 +106,7 @@ class Pusher(HookDecorators):
                 self.metrics.add_app(app.config.id, app.stats)
             if self.webhooks is not None:
                 self.metrics.set_webhook_source(self.webhooks)
+            self.metrics.set_hooks_source(lambda: self._hooks)
         from .http.api import HttpApi
 
         self._api_object = HttpApi(self.core, self.config)
