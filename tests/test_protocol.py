@@ -757,7 +757,13 @@ def test_twins_parse_hand_written_json(text: str) -> None:
     outcome = _agree("parse_client_message", text.encode("utf-8", "surrogatepass"), 10**9)
     if outcome[0] == "ok":
         # The fast reader must build what orjson builds, down to the types.
-        msg = orjson.loads(text.encode("utf-8", "surrogatepass"))
+        try:
+            msg = orjson.loads(text.encode("utf-8", "surrogatepass"))
+        except orjson.JSONDecodeError as exc:
+            # Numbers beyond double range (1e400): orjson refuses them, the twins accept
+            # them (the client's text is forwarded as sent) and agreed above.
+            assert "infinity" in str(exc), exc
+            return
         assert outcome[1] == (msg.get("event"), msg.get("channel"), msg.get("data"))
         assert repr(outcome[1]) == repr((msg.get("event"), msg.get("channel"), msg.get("data")))
 
