@@ -107,6 +107,9 @@ class Subscriptions:
         core = self.core
         added = policy.tabled and app.table.add(channel, sock.sink)
         sock.send(succeeded)
+        if added:
+            # occupied, subscription_count: decided on the cluster total (see .counts)
+            core.counts.channel_changed(app, channel)
         observers = core.observers
         if policy.cache:
             cached = cache.lookup(app, channel)
@@ -118,9 +121,6 @@ class Subscriptions:
                     observers.tell("cache_miss", app.config, channel)
         if observers:
             observers.tell("subscribed", app.config, sock.id, channel)
-        if added:
-            # occupied, subscription_count: decided on the cluster total (see .counts)
-            core.counts.channel_changed(app, channel)
 
     def on_unsubscribe(self, sock: Socket, _channel: str | None, data: Any) -> None:
         """``pusher:unsubscribe``."""

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from ...config import Config
 from ...errors import SoketiError
 from ..base import Adapter, PresenceJoin
+from .counts import DistributedCounts
 from .heartbeat import Heartbeat
 from .pipeline import CommandPipeline, quietly
 from .presence import DistributedPresence
@@ -70,6 +71,7 @@ class RedisAdapter(Adapter):
         self.replies_channel = (self.base + "replies#" + self.node_id).encode()
         self.nodes_key = self.base + "nodes"
         self.node_key = self.base + "node#" + self.node_id
+        self.count_node_key = self.base + "ncount#" + self.node_id
         #: pub/sub channel -> app id
         self.app_channels: dict[bytes, str] = {}
         self.sub_client: Any = None
@@ -80,6 +82,7 @@ class RedisAdapter(Adapter):
         self.reader = Reader(self)
         self.requests = Requests(self)
         self.presence = DistributedPresence(self)
+        self.counts = DistributedCounts(self)
         self.heartbeat = Heartbeat(self)
         #: [reader, writer, heartbeat] once started
         self._tasks: list[asyncio.Task[Any] | asyncio.Future[Any]] = []
@@ -141,7 +144,8 @@ class RedisAdapter(Adapter):
         self._tasks[0] = asyncio.get_running_loop().create_task(self.reader.run(None))
 
     async def close(self) -> None:
-        """Withdraw this node (its members leave, with member_removed), then disconnect."""
+        """Withdraw this node (its members leave, with member_removed; its count shares
+        leave, with the facts that follow), then disconnect."""
         if self._closed or self.pipeline.client is None:
             return
         self._closed = True
@@ -187,3 +191,11 @@ class RedisAdapter(Adapter):
     def presence_leave(self, app_id: str, channel: str, user_id: str) -> None:
         """Withdraw the member from Redis (see :mod:`.presence`)."""
         self.presence.leave(app_id, channel, user_id)
+
+    def count_changed(self, app_id: str, kind: str, name: str, local_count: int, every_node: bool = False) -> None:
+        """Store this node's share in Redis; the total's change comes back as a fact (see :mod:`.counts`)."""
+        self.counts.change(app_id, kind, name, local_count, every_node)
+
+    async def count_totals(self, app_id: str, kind: str, names: list[str]) -> list[int]:
+        """The totals in Redis (zeros when Redis does not answer in ``requests_timeout``)."""
+        return await self.counts.totals(app_id, kind, names)
