@@ -231,6 +231,28 @@ async def test_a_node_killed_with_sigkill_leaves_the_totals_after_its_lease(
     assert counts[-1] == 0
 
 
+async def test_a_node_stopping_with_the_last_subscribers_sends_the_vacated(
+    receiver: tuple[Receiver, str], prefix: str
+) -> None:
+    rec, url = receiver
+    async with node(url, prefix):
+        leaving = node(url, prefix)
+        a = await leaving.__aenter__()
+        stopped = False
+        try:
+            async with Client.on(a.port) as ca:
+                await ca.subscribe("leaving")
+                await rec.wait_for(lambda ev: named(rec, "channel_occupied", "leaving") == 1)
+                stopped = True  # node a stops with its subscriber connected
+                await asyncio.wait_for(leaving.__aexit__(None, None, None), TIMEOUT)
+        finally:
+            if not stopped:
+                await leaving.__aexit__(None, None, None)
+        # the stopping node was the origin of the last change: it told its webhooks, which
+        # released the debounced vacated at close
+        await rec.wait_for(lambda ev: named(rec, "channel_vacated", "leaving") == 1, timeout=TIMEOUT)
+
+
 # ---------------------------------------------------------------- subscription counts
 
 

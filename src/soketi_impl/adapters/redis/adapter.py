@@ -88,6 +88,8 @@ class RedisAdapter(Adapter):
         self._tasks: list[asyncio.Task[Any] | asyncio.Future[Any]] = []
         self._subscribed = False
         self._closed = False
+        #: set by the reader when our "drain" message comes back (see :meth:`_drain`)
+        self.drained: asyncio.Event | None = None
 
     def _mark_dirty(self) -> None:
         self.dirty = True
@@ -150,21 +152,41 @@ class RedisAdapter(Adapter):
             return
         self._closed = True
         writer = self._tasks[1] if len(self._tasks) > 1 else None
-        for task in self._tasks:
-            if task is not writer:
-                task.cancel()
+        reader = self._tasks[0] if self._tasks else None
+        for task in self._tasks[2:]:
+            task.cancel()
         if writer is not None:
             try:
                 # What was queued (leaves of the closing connections) goes first.
                 await asyncio.wait_for(self.pipeline.command("PING"), 2.0)
                 reply = await asyncio.wait_for(self.pipeline.command(*self.heartbeat.args(beat=False)), 2.0)
                 self.heartbeat.reap(reply)
-                await asyncio.wait_for(self.pipeline.command("PING"), 2.0)
+                await self._drain()
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("could not withdraw this node from Redis at %s: %s", self.address, exc)
             writer.cancel()
+        if reader is not None:
+            reader.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._close_clients()
+
+    async def _drain(self) -> None:
+        """Wait until the reader has dispatched what our last commands published.
+
+        The count facts of this node's last changes (the leaves of its closing
+        connections, its withdrawal) come back through pub/sub, and this node is
+        their origin: it tells its observers (webhooks) before it goes.
+        """
+        if not self._subscribed:
+            await asyncio.wait_for(self.pipeline.command("PING"), 2.0)
+            return
+        self.drained = asyncio.Event()
+        await asyncio.wait_for(self.pipeline.command("PUBLISH", self.replies_channel, b"drain"), 2.0)
+        try:
+            await asyncio.wait_for(self.drained.wait(), 2.0)
+        except asyncio.TimeoutError:
+            log.warning("closing: the Redis subscriber connection did not catch up within 2 s; "
+                        "count changes of the last moment may not be reported")
 
     async def _close_clients(self) -> None:
         for client in (self.pipeline.client, self.sub_client):

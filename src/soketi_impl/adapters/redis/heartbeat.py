@@ -116,8 +116,9 @@ class Heartbeat:
     def reap(self, reply: Any) -> None:
         """The script published the member-removed facts; the observers are ours to tell.
 
-        Count facts come back through pub/sub like the others, unless this node will
-        not hear them (not subscribed, or closing): then from the reply.
+        Count facts come back through pub/sub like the others (a closing node waits
+        for them), unless this node will not hear them (not subscribed): then from
+        the reply.
         """
         a = self.adapter
         for field in reply[1]:
@@ -125,7 +126,7 @@ class Heartbeat:
             if not a._subscribed:  # this node will not hear the script's fact
                 a.host.remote_member_removed(app_id, channel, user_id)
             a.host.notify_member_removed(app_id, channel, user_id)
-        if len(reply) > 2 and (not a._subscribed or a._closed):
+        if len(reply) > 2 and not a._subscribed:
             for app_id, fact in reply[2]:
                 a.counts.on_fact(app_id.decode() if isinstance(app_id, bytes) else str(app_id), orjson.loads(fact))
 

@@ -12,7 +12,8 @@ Channels (all under ``{redis_key_prefix}{adapter_redis_prefix}soketi#``):
 ``requests``
     a query from another node (:mod:`.requests`).
 ``replies#{node id}``
-    ``beat`` (the heartbeat's liveness probe), ``[token, status, members]`` from a
+    ``beat`` (the heartbeat's liveness probe), ``drain`` (a closing node's last
+    message to itself: everything before it was dispatched), ``[token, status, members]`` from a
     join script (:mod:`.presence`), a count fact for this node only (with its
     ``"app"``), or ``{"id", "data"}``, an answer to our query.
 
@@ -94,6 +95,10 @@ class Reader:
                 self._on_event(app_id, data)
             elif channel == a.replies_channel:
                 if data == b"beat":
+                    return
+                if data == b"drain":  # the closing node's last message to itself
+                    if a.drained is not None:
+                        a.drained.set()
                     return
                 reply = orjson.loads(data)
                 if isinstance(reply, list):  # [token, status, members] from a join script
