@@ -92,6 +92,8 @@ class PusherServer(InProcessApi):
         self.presence = Presence(self)
         self.users = Users(self)
         self.counts = Counts(self, getattr(webhooks, "debounce_s", DEFAULT_WINDOW_S))
+        if hasattr(webhooks, "still_vacated"):
+            webhooks.still_vacated = self.counts.still_vacated
         for app_config in config.apps:
             self.add_app(app_config)
         self._outbox: Outbox | None = None

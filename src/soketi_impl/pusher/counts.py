@@ -16,7 +16,10 @@ adapter answers with each change of the cluster total
   vacate happened and whether it was its own; a return within the window is then
   told by the node that told the vacate (its sender drops both: nothing is sent),
   otherwise by the node whose change it was. The interval is measured on the
-  adapter's shared clock (``at_ms``), so every node makes the same decision.
+  adapter's shared clock (``at_ms``), so every node makes the same decision. When
+  the window ends, the sender asks :meth:`Counts.still_vacated` (the cluster's
+  total, read from the adapter) before it sends the vacate, which catches a
+  return this node did not hear of (it was cut off from the other nodes).
 - the ``subscription_count`` observer event (webhook) with the cluster total, on
   the node whose change it was;
 - ``pusher_internal:subscription_count`` with the cluster total to this node's
@@ -31,7 +34,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..adapters.base import CHANNEL, USER, crosses_zero
 from . import messages
@@ -119,6 +122,12 @@ class Counts:
             observers.tell("subscription_count", cfg, channel, total)
         if cfg.enable_subscription_count and policy.counted and not policy.presence and total > 0:
             app.table.broadcast(channel, messages.subscription_count(channel, total), None)
+
+    async def still_vacated(self, app: Any, channel: str) -> bool:
+        """Whether ``channel`` is still empty on every node (the webhook sender asks when a
+        vacate's debounce window ends: a return whose fact this node missed is caught here)."""
+        (total,) = await self.core.adapter.count_totals(app.id, CHANNEL, [channel])
+        return total == 0
 
     def _remember(self, app_id: str, channel: str, at_ms: int, mine: bool) -> None:
         vacated = self._vacated
