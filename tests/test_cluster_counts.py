@@ -25,6 +25,7 @@ import signal
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -277,6 +278,20 @@ async def test_subscription_counts_carry_the_cluster_total_on_both_nodes(
             await rec.wait_for(lambda ev: len([e for e in ev if e["name"] == "subscription_count"]) >= 4)
     hooks = [e["subscription_count"] for e in rec.events if e["name"] == "subscription_count"][:4]
     assert sorted(hooks) == [1, 2, 2, 3]  # one per change, the cluster's total (HTTP order may vary)
+
+
+@pytest.mark.clients
+async def test_pusher_js_follows_the_cluster_count(
+    receiver: tuple[Receiver, str], prefix: str, node_modules: Path
+) -> None:
+    from test_clients_pusherjs import check, run_scenario
+
+    _, url = receiver
+    enable = {"SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT": "true"}
+    async with node(url, prefix, **enable) as a, node(url, prefix, **enable) as b:
+        records = await asyncio.to_thread(run_scenario, "subscription_count_cluster", a.port, port2=b.port)
+    counts = check(records, "counts")
+    assert counts["a"] == [1, 2, 3, 2] and counts["b"] == [2, 3, 2] and counts["c"] == [3]
 
 
 # ---------------------------------------------------------------- watchlists
