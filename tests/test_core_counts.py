@@ -149,9 +149,11 @@ async def test_subscription_count_messages_only_when_enabled_and_not_for_presenc
     core, _ = make_node(FakeTimers(), SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT="true")
     a, b = Peer(core).open(), Peer(core).open()
     a.subscribe("news")
+    await a.settle()
     b.subscribe("news")
+    await a.settle()
     b.send("pusher:unsubscribe", {"channel": "news"})
-    core.outbox.flush()
+    await a.settle()
     assert counts_of(a, "news") == [1, 2, 1]
     assert counts_of(b, "news") == [2]
     # after subscription_succeeded, never before it
@@ -159,8 +161,17 @@ async def test_subscription_count_messages_only_when_enabled_and_not_for_presenc
     assert got == ["pusher_internal:subscription_succeeded", "pusher_internal:subscription_count"]
     a.subscribe("presence-room", {"user_id": "u1"})
     b.subscribe("presence-room", {"user_id": "u2"})
-    core.outbox.flush()
+    await a.settle()
     assert counts_of(a, "presence-room") == [] and counts_of(b, "presence-room") == []
+
+
+async def test_a_burst_of_subscriptions_sends_the_latest_count_once() -> None:
+    core, _ = make_node(FakeTimers(), SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT="true")
+    peers = [Peer(core).open() for _ in range(50)]
+    for p in peers:  # all within one loop iteration
+        p.subscribe("crowd")
+    await peers[0].settle()
+    assert all(counts_of(p, "crowd") == [50] for p in peers)
 
 
 # ---------------------------------------------------------------- two nodes
@@ -246,12 +257,13 @@ async def test_a_return_the_vacating_node_did_not_hear_of_is_caught_when_its_win
 async def test_subscription_count_messages_carry_the_cluster_total_on_every_node() -> None:
     _, _, [(na, _), (nb, _)] = two_nodes(SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT="true")
     a, b1, b2 = Peer(na).open(), Peer(nb).open(), Peer(nb).open()
-    a.subscribe("news")
-    b1.subscribe("news")
-    b2.subscribe("news")
-    b1.send("pusher:unsubscribe", {"channel": "news"})
-    na.outbox.flush()
-    nb.outbox.flush()
+    for step in (
+        lambda: a.subscribe("news"), lambda: b1.subscribe("news"), lambda: b2.subscribe("news"),
+        lambda: b1.send("pusher:unsubscribe", {"channel": "news"}),
+    ):
+        step()
+        await a.settle()
+        nb.outbox.flush()
     assert counts_of(a, "news") == [1, 2, 3, 2]
     assert counts_of(b2, "news") == [3, 2]
 

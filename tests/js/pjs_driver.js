@@ -311,11 +311,15 @@ const scenarios = {
       counts[client.name].push(e.subscription_count);
       client.record({ t: 'msg', event: 'pusher_internal:subscription_count', seenCount: ch.subscriptionCount });
     });
-    follow(a, await a.subscribe('counted'));
+    const join = async (client) => { // bound before the count can arrive
+      follow(client, client.pusher.subscribe('counted'));
+      await client.msg('pusher_internal:subscription_succeeded', 'counted');
+    };
+    await join(a);
     await reached(a, 1);
-    follow(b, await b.subscribe('counted'));
+    await join(b);
     await Promise.all([reached(a, 2), reached(b, 2)]);
-    follow(c, await c.subscribe('counted'));
+    await join(c);
     await Promise.all([reached(a, 3), reached(b, 3), reached(c, 3)]);
     c.disconnect();
     await Promise.all([a.next((r) => r.seenCount === 2, 'a: back to 2'), b.next((r) => r.seenCount === 2, 'b: back to 2')]);
