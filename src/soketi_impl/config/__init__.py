@@ -32,6 +32,10 @@ Where we differ from soketi, on purpose:
   ``SOKETI_CORS_ORIGIN``                                  ``cors.origin``
   ``SOKETI_CHANNEL_LIMITS_MAX_PER_CONNECTION`` (100)      ``channelLimits.maxPerConnection``
   ``SOKETI_WEBHOOKS_MAX_QUEUE_BYTES`` (64 MiB)            ``webhooks.maxQueueBytes``
+  ``SOKETI_WEBHOOKS_RETRY_FOR`` (300000 ms)               ``webhooks.retryFor``
+  ``SOKETI_WEBHOOKS_MAX_BACKOFF`` (60000 ms)              ``webhooks.maxBackoff``
+  ``SOKETI_QUEUE_REDIS_MAX_JOBS`` (100000)                ``queue.redis.maxJobs``
+  ``SOKETI_QUEUE_REDIS_LEASE`` (15000 ms)                 ``queue.redis.lease``
   ``SOKETI_DEFAULT_APP_ENCRYPTION_MASTER_KEY_BASE64``     app field ``encryptionMasterKeyBase64``
   ====================================================== ===================================
 

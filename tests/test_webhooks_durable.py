@@ -1,0 +1,306 @@
+"""Durable webhooks (``SOKETI_QUEUE_DRIVER=redis``) and ``SOKETI_MODE``, with real processes.
+
+Servers and workers are ``soketi-impl start`` subprocesses; the receiver is an
+aiohttp server in the test; every test has its own Redis key prefix. The retry
+schedule is shortened through ``SOKETI_WEBHOOKS_MAX_BACKOFF`` and the worker lease
+through ``SOKETI_QUEUE_REDIS_LEASE`` (the defaults are 5 minutes and 15 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+from aiohttp import web
+from websockets.asyncio.client import connect
+
+from conftest import (
+    APP_KEY,
+    ServerProcess,
+    base_env,
+    free_port,
+    run_process,
+    run_server,
+)
+from soketi_impl.twins import _speedups
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+MODE = "py" if _speedups.NO_EXTENSIONS else "c"
+KEY_HEADER = "X-Pusher-Idempotency-Key"
+WORKER_READY = "processing the webhook queue"
+
+
+def _redis_error() -> str | None:
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2) as s:
+            s.settimeout(2)
+            s.sendall(b"PING\r\n")
+            if not s.recv(16).startswith(b"+PONG"):
+                return "it did not answer PING"
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+_REDIS_ABSENT = _redis_error()
+
+
+@pytest.fixture(autouse=True)
+def _need_redis() -> None:
+    if _REDIS_ABSENT is not None:
+        pytest.fail(
+            f"these tests need a Redis server at {REDIS_HOST}:{REDIS_PORT} ({_REDIS_ABSENT}); "
+            "start one (e.g. `redis-server --daemonize yes`)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted after."""
+    name = f"test-durable-{uuid.uuid4().hex[:10]}:"
+    yield name
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=5)
+    keys = list(client.scan_iter(match=name + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def queued_jobs(prefix: str) -> int:
+    """Jobs not delivered yet, as the queue counts them."""
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=5)
+    try:
+        return int(client.hget(f"{prefix}soketi#webhooks#stats", "jobs") or 0)
+    finally:
+        client.close()
+
+
+async def until(predicate: Any, timeout: float = 10, what: str = "") -> None:
+    """Check ``predicate`` (against Redis or a process, which push no events) until true."""
+    async def loop() -> None:
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(loop(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out waiting for {what or predicate}") from None
+
+
+class Receiver:
+    """Records every request (headers, body); answers 503 while ``down``."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.down = down
+        self.attempts: list[tuple[str, dict[str, Any]]] = []  # (idempotency key, body)
+        self.delivered: list[tuple[str, dict[str, Any]]] = []
+        self.changed = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        entry = (request.headers.get(KEY_HEADER, ""), json.loads(await request.read()))
+        self.attempts.append(entry)
+        self.changed.set()
+        if self.down:
+            return web.Response(status=503)
+        self.delivered.append(entry)
+        return web.Response(text="ok")
+
+    async def wait(self, predicate: Any, timeout: float = 15) -> None:
+        async def loop() -> None:
+            while not predicate(self):
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+    def channels(self) -> set[str]:
+        return {e["channel"] for _, body in self.delivered for e in body["events"]}
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield rec, f"http://127.0.0.1:{port}/hook"
+    finally:
+        await runner.cleanup()
+
+
+def env_for(prefix: str, url: str, **extra: str) -> dict[str, str]:
+    hooks = [{"url": url, "event_types": ["channel_occupied"]}]
+    env = {
+        "SOKETI_DEFAULT_APP_WEBHOOKS": json.dumps(hooks),
+        "SOKETI_QUEUE_DRIVER": "redis",
+        "SOKETI_DB_REDIS_KEY_PREFIX": prefix,
+        "SOKETI_QUEUE_REDIS_LEASE": "1000",
+        "SOKETI_WEBHOOKS_MAX_BACKOFF": "200",
+        "SOKETI_METRICS_SERVER_PORT": str(free_port()),
+    }
+    env.update(extra)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def started(cm: contextlib.AbstractContextManager[ServerProcess]) -> AsyncIterator[ServerProcess]:
+    """Enter a run_server / run_process context off the loop (the receiver keeps answering)."""
+    proc = await asyncio.to_thread(cm.__enter__)
+    try:
+        yield proc
+    finally:
+        await asyncio.to_thread(cm.__exit__, None, None, None)
+
+
+def worker(env: dict[str, str]) -> contextlib.AbstractContextManager[ServerProcess]:
+    argv = [sys.executable, "-m", "soketi_impl", "start"]
+    return run_process(argv, WORKER_READY, free_port(), {**env, "SOKETI_MODE": "worker"}, mode=MODE)
+
+
+async def occupy(server: ServerProcess, *channels: str) -> None:
+    """Subscribe to ``channels`` (each sends channel_occupied), then leave."""
+    async with connect(f"ws://127.0.0.1:{server.port}/app/{APP_KEY}?protocol=7") as ws:
+        await asyncio.wait_for(ws.recv(), 10)  # pusher:connection_established
+        for channel in channels:
+            await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}))
+            while json.loads(await asyncio.wait_for(ws.recv(), 10))["event"] != (
+                "pusher_internal:subscription_succeeded"
+            ):
+                pass
+
+
+def kill(server: ServerProcess) -> None:
+    server.proc.kill()  # SIGKILL: no shutdown, no flush
+    server.proc.wait(10)
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+async def test_queued_webhook_survives_sigkill(receiver: tuple[Receiver, str], prefix: str) -> None:
+    """Taken by the worker, refused by the receiver, the server SIGKILLed: the next process
+    delivers it, with the idempotency key of the first attempt."""
+    rec, url = receiver
+    rec.down = True
+    env = env_for(prefix, url)
+    async with started(run_server(MODE, env)) as server:
+        await occupy(server, "before-kill")
+        await rec.wait(lambda r: len(r.attempts) >= 1)
+        kill(server)
+    assert queued_jobs(prefix) == 1  # still in Redis: the dead worker's or waiting for a retry
+    assert rec.delivered == []
+    rec.down = False
+    async with started(run_server(MODE, env)) as server:
+        await rec.wait(lambda r: r.delivered)
+        await until(lambda: queued_jobs(prefix) == 0, what="the job acknowledged")
+    assert rec.channels() == {"before-kill"}
+    keys = {key for key, _ in rec.attempts}
+    assert len(keys) == 1 and keys != {""}  # every attempt, before and after the kill
+
+
+async def test_receiver_outage_loses_nothing(receiver: tuple[Receiver, str], prefix: str) -> None:
+    """The receiver refuses for a while; every event arrives once it answers again."""
+    rec, url = receiver
+    rec.down = True
+    channels = [f"outage-{i}" for i in range(5)]
+    async with started(run_server(MODE, env_for(prefix, url))) as server:
+        await occupy(server, *channels)
+        # each job refused at least twice, with the backoff between
+        await rec.wait(lambda r: len(r.attempts) >= 2 * len(channels))
+        assert rec.delivered == []
+        rec.down = False
+        await rec.wait(lambda r: r.channels() == set(channels))
+        await until(lambda: queued_jobs(prefix) == 0, what="every job acknowledged")
+    by_channel: dict[str, set[str]] = {}
+    for key, body in rec.attempts:
+        by_channel.setdefault(body["events"][0]["channel"], set()).add(key)
+    # one key per request, the same on each of its retries
+    assert all(len(keys) == 1 for keys in by_channel.values())
+    assert len({k for keys in by_channel.values() for k in keys}) == len(channels)
+    # time_ms is when the server formed the request: the same body on every retry
+    first = {body["events"][0]["channel"]: body for _, body in rec.attempts}
+    assert all(body == first[body["events"][0]["channel"]] for _, body in rec.delivered)
+
+
+async def test_server_mode_enqueues_and_worker_delivers(
+    receiver: tuple[Receiver, str], prefix: str
+) -> None:
+    rec, url = receiver
+    env = env_for(prefix, url, SOKETI_MODE="server")
+    async with started(run_server(MODE, env)) as server:
+        await occupy(server, "for-the-worker")
+        await until(lambda: queued_jobs(prefix) == 1, what="the job in Redis")
+        assert rec.attempts == []  # the server sends nothing itself
+        wenv = {**env, "SOKETI_PORT": str(free_port()), "SOKETI_METRICS_SERVER_PORT": str(free_port())}
+        async with started(worker(wenv)) as w:
+            await rec.wait(lambda r: r.channels() == {"for-the-worker"})
+            await until(lambda: queued_jobs(prefix) == 0, what="the job acknowledged")
+            # the worker listens on its metrics port only
+            base = f"http://127.0.0.1:{wenv['SOKETI_METRICS_SERVER_PORT']}"
+            async with aiohttp.ClientSession() as http:
+                for path in ("/ready", "/usage"):
+                    async with http.get(base + path, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                        assert r.status == 200, path
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", int(wenv["SOKETI_PORT"])), timeout=2).close()
+            assert any(WORKER_READY in line for line in w.log)
+
+
+async def test_queue_bound_drops_the_oldest(receiver: tuple[Receiver, str], prefix: str) -> None:
+    """Over SOKETI_QUEUE_REDIS_MAX_JOBS the oldest waiting jobs go: logged and counted."""
+    rec, url = receiver
+    env = env_for(prefix, url, SOKETI_MODE="server", SOKETI_QUEUE_REDIS_MAX_JOBS="2",
+                  SOKETI_METRICS_ENABLED="true")
+    async with started(run_server(MODE, env)) as server:
+        await occupy(server, "b0", "b1", "b2", "b3")
+        await until(lambda: any("Redis queue is full" in line for line in server.log),
+                    what="the overflow logged")
+        assert queued_jobs(prefix) == 2
+        metrics = f"http://127.0.0.1:{env['SOKETI_METRICS_SERVER_PORT']}/metrics"
+        async with aiohttp.ClientSession() as http, http.get(metrics) as r:
+            text = await r.text()
+        assert "soketi_webhook_dropped_total" in text
+        dropped = [line for line in text.splitlines() if line.startswith("soketi_webhook_dropped_total")]
+        assert dropped and float(dropped[0].split()[-1]) == 2
+        wenv = {**env, "SOKETI_PORT": str(free_port()), "SOKETI_METRICS_SERVER_PORT": str(free_port())}
+        async with started(worker(wenv)):
+            await rec.wait(lambda r: r.channels() == {"b2", "b3"})
+            await until(lambda: queued_jobs(prefix) == 0, what="the jobs acknowledged")
+    assert rec.channels() == {"b2", "b3"}
+
+
+def _start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "soketi_impl", "start"], env={**base_env(free_port()), **env},
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+@pytest.mark.parametrize("mode", ["full", "worker"])
+def test_redis_absent_is_a_clear_failure(mode: str) -> None:
+    dead = free_port()
+    done = _start(env_for("unused:", "http://127.0.0.1:1/hook", SOKETI_MODE=mode,
+                          SOKETI_DB_REDIS_PORT=str(dead)))
+    assert done.returncode == 1, done.stderr
+    assert f"cannot connect to Redis at 127.0.0.1:{dead} for the webhook queue" in done.stderr
+
+
+def test_worker_mode_needs_the_redis_driver() -> None:
+    done = _start({"SOKETI_MODE": "worker"})
+    assert done.returncode == 2
+    assert "SOKETI_QUEUE_DRIVER=redis" in done.stderr
