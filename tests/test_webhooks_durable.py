@@ -304,3 +304,26 @@ def test_worker_mode_needs_the_redis_driver() -> None:
     done = _start({"SOKETI_MODE": "worker"})
     assert done.returncode == 2
     assert "SOKETI_QUEUE_DRIVER=redis" in done.stderr
+
+
+def test_queue_and_mode_settings(tmp_path: Any) -> None:
+    from soketi_impl.config import load_config
+    from soketi_impl.errors import ConfigError
+
+    cfg = load_config(None, environ={})
+    assert (cfg.mode, cfg.queue_driver, cfg.queue_redis_concurrency) == ("full", "sync", 1)
+    assert (cfg.webhooks_retry_for_ms, cfg.queue_redis_lease_ms) == (300_000, 15_000)
+    cfg = load_config(None, environ={
+        "SOKETI_MODE": "worker", "SOKETI_QUEUE_DRIVER": "redis",
+        "SOKETI_QUEUE_REDIS_CONCURRENCY": "4", "SOKETI_WEBHOOKS_RETRY_FOR": "60000",
+    })
+    assert (cfg.mode, cfg.queue_driver, cfg.queue_redis_concurrency) == ("worker", "redis", 4)
+    assert cfg.webhooks_retry_for_ms == 60_000 and not cfg.warnings
+    path = tmp_path / "soketi.json"
+    path.write_text(json.dumps({"mode": "server", "queue": {"driver": "redis", "redis": {"concurrency": 2}}}))
+    cfg = load_config(str(path), environ={})
+    assert (cfg.mode, cfg.queue_driver, cfg.queue_redis_concurrency) == ("server", "redis", 2)
+    for name, bad in (("SOKETI_QUEUE_DRIVER", "sqs"), ("SOKETI_MODE", "both"),
+                      ("SOKETI_QUEUE_REDIS_CONCURRENCY", "0")):
+        with pytest.raises(ConfigError, match=name):
+            load_config(None, environ={name: bad})

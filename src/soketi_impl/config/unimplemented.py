@@ -107,7 +107,6 @@ NOT_IMPLEMENTED_SECTIONS: tuple[str, ...] = (
     "databasePooling.",
     "httpApi.acceptTraffic.",
     "instance.",
-    "queue.",
     "rateLimiter.",
 )
 

@@ -310,7 +310,7 @@ class Delivery:
         request = self._request_for(app, webhook, events)
         self._live[request] = None
         self._live_events += request.n_events
-        self._live_bytes += len(body)
+        self._live_bytes += len(request.body)
         request.task = asyncio.get_running_loop().create_task(self._deliver(request))
 
     async def _deliver(self, request: Request) -> None:
