@@ -99,18 +99,24 @@ async def until(predicate: Any, timeout: float = 10, what: str = "") -> None:
 
 
 class Receiver:
-    """Records every request (headers, body); answers 503 while ``down``."""
+    """Records every request (headers, body); answers 503 while ``down``; with ``hold``
+    set, takes each request in (recorded) but answers only once ``hold`` is set."""
 
     def __init__(self, down: bool = False) -> None:
         self.down = down
+        self.hold: asyncio.Event | None = None
         self.attempts: list[tuple[str, dict[str, Any]]] = []  # (idempotency key, body)
+        self.times: list[float] = []
         self.delivered: list[tuple[str, dict[str, Any]]] = []
         self.changed = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.Response:
         entry = (request.headers.get(KEY_HEADER, ""), json.loads(await request.read()))
         self.attempts.append(entry)
+        self.times.append(asyncio.get_running_loop().time())
         self.changed.set()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.down:
             return web.Response(status=503)
         self.delivered.append(entry)
@@ -211,6 +217,41 @@ async def test_queued_webhook_survives_sigkill(receiver: tuple[Receiver, str], p
     assert rec.channels() == {"before-kill"}
     keys = {key for key, _ in rec.attempts}
     assert len(keys) == 1 and keys != {""}  # every attempt, before and after the kill
+
+
+async def test_redelivery_after_a_kill_carries_the_same_key(
+    receiver: tuple[Receiver, str], prefix: str
+) -> None:
+    """The receiver took the request in, the server died before the answer: the next
+    process sends it again (at-least-once), with the same idempotency key and body."""
+    rec, url = receiver
+    rec.hold = asyncio.Event()
+    env = env_for(prefix, url)
+    async with started(run_server(MODE, env)) as server:
+        await occupy(server, "dup")
+        await rec.wait(lambda r: len(r.attempts) == 1)
+        kill(server)  # while the request waits for its answer
+    rec.hold.set()
+    async with started(run_server(MODE, env)):
+        await rec.wait(lambda r: len(r.attempts) == 2)
+        await until(lambda: queued_jobs(prefix) == 0, what="the job acknowledged")
+    (key1, body1), (key2, body2) = rec.attempts
+    assert key1 and key1 == key2 and body1 == body2
+    assert len({key for key, _ in rec.delivered}) == 1  # what a receiver de-duplicates on
+
+
+async def test_gives_up_after_retry_for(receiver: tuple[Receiver, str], prefix: str) -> None:
+    """Refused until SOKETI_WEBHOOKS_RETRY_FOR is over: the last attempt falls on it, then
+    the job is given up (logged) and leaves the queue."""
+    rec, url = receiver
+    rec.down = True
+    env = env_for(prefix, url, SOKETI_WEBHOOKS_RETRY_FOR="1500", SOKETI_WEBHOOKS_MAX_BACKOFF="1000")
+    async with started(run_server(MODE, env)) as server:
+        await occupy(server, "doomed")
+        await until(lambda: any("giving up on" in line for line in server.log), what="the give-up")
+        assert queued_jobs(prefix) == 0
+    assert rec.delivered == [] and len(rec.attempts) >= 2
+    assert rec.times[-1] - rec.times[0] >= 1.4  # retried until the end of the 1.5 s
 
 
 async def test_receiver_outage_loses_nothing(receiver: tuple[Receiver, str], prefix: str) -> None:

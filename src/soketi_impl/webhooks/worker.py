@@ -7,9 +7,9 @@ worker's ``processing#`` list (``BLMOVE``), POSTs it once and then:
 
 - 2xx: acknowledges it (``sent``);
 - otherwise: parks it in ``delayed`` for the next attempt, with exponential backoff
-  from 1 s to ``SOKETI_WEBHOOKS_MAX_BACKOFF`` (``retries``), until
-  ``SOKETI_WEBHOOKS_RETRY_FOR`` (5 minutes) after its first failure: then it is
-  given up (``failed``, one log line at most every 10 s).
+  from 1 s to ``SOKETI_WEBHOOKS_MAX_BACKOFF`` (``retries``), the last attempt
+  ``SOKETI_WEBHOOKS_RETRY_FOR`` (5 minutes) after its first failure; if that one
+  fails too it is given up (``failed``, one log line at most every 10 s).
 
 A heartbeat every ``lease / 3`` renews this worker's lease, moves due retries back
 to ``pending`` (also every 0.5 s) and gives the jobs of workers whose lease expired
@@ -208,7 +208,7 @@ class QueueWorker:
             else:
                 job.delay_s = min(job.delay_s * 2, self.max_backoff_s)
             elapsed = now - job.first_failed_ms / 1000
-            if elapsed + job.delay_s > self.retry_for_s:
+            if elapsed >= self.retry_for_s:
                 if await self._settle(lambda: self._ack(raw)):
                     counters.failed += job.n_events
                     self._tell("failed", job, error)
@@ -217,7 +217,9 @@ class QueueWorker:
                         job.url, job.app_id, job.n_events, elapsed, error,
                     )
                 return
-            if await self._settle(lambda: self._retry(raw, job, now + job.delay_s)):
+            # the last attempt falls on retry_for itself: an outage shorter than that loses nothing
+            due = now + min(job.delay_s, self.retry_for_s - elapsed)
+            if await self._settle(lambda: self._retry(raw, job, due)):
                 counters.retries += 1
                 self._tell("retried", job, error)
         finally:
