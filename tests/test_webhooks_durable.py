@@ -38,6 +38,8 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 MODE = "py" if _speedups.NO_EXTENSIONS else "c"
 KEY_HEADER = "X-Pusher-Idempotency-Key"
 WORKER_READY = "processing the webhook queue"
+# The servers are subprocesses: the test's own loop is only the receiver's, one kind is enough.
+ONE_LOOP = pytest.mark.asyncio(loop_factories=["asyncio"])
 
 
 def _redis_error() -> str | None:
@@ -198,6 +200,7 @@ def kill(server: ServerProcess) -> None:
 # ------------------------------------------------------------------------------ tests
 
 
+@ONE_LOOP
 async def test_queued_webhook_survives_sigkill(receiver: tuple[Receiver, str], prefix: str) -> None:
     """Taken by the worker, refused by the receiver, the server SIGKILLed: the next process
     delivers it, with the idempotency key of the first attempt."""
@@ -219,6 +222,7 @@ async def test_queued_webhook_survives_sigkill(receiver: tuple[Receiver, str], p
     assert len(keys) == 1 and keys != {""}  # every attempt, before and after the kill
 
 
+@ONE_LOOP
 async def test_redelivery_after_a_kill_carries_the_same_key(
     receiver: tuple[Receiver, str], prefix: str
 ) -> None:
@@ -240,6 +244,7 @@ async def test_redelivery_after_a_kill_carries_the_same_key(
     assert len({key for key, _ in rec.delivered}) == 1  # what a receiver de-duplicates on
 
 
+@ONE_LOOP
 async def test_gives_up_after_retry_for(receiver: tuple[Receiver, str], prefix: str) -> None:
     """Refused until SOKETI_WEBHOOKS_RETRY_FOR is over: the last attempt falls on it, then
     the job is given up (logged) and leaves the queue."""
@@ -254,6 +259,7 @@ async def test_gives_up_after_retry_for(receiver: tuple[Receiver, str], prefix: 
     assert rec.times[-1] - rec.times[0] >= 1.4  # retried until the end of the 1.5 s
 
 
+@ONE_LOOP
 async def test_receiver_outage_loses_nothing(receiver: tuple[Receiver, str], prefix: str) -> None:
     """The receiver refuses for a while; every event arrives once it answers again."""
     rec, url = receiver
@@ -278,6 +284,7 @@ async def test_receiver_outage_loses_nothing(receiver: tuple[Receiver, str], pre
     assert all(body == first[body["events"][0]["channel"]] for _, body in rec.delivered)
 
 
+@ONE_LOOP
 async def test_server_mode_enqueues_and_worker_delivers(
     receiver: tuple[Receiver, str], prefix: str
 ) -> None:
@@ -302,6 +309,7 @@ async def test_server_mode_enqueues_and_worker_delivers(
             assert any(WORKER_READY in line for line in w.log)
 
 
+@ONE_LOOP
 async def test_queue_bound_drops_the_oldest(receiver: tuple[Receiver, str], prefix: str) -> None:
     """Over SOKETI_QUEUE_REDIS_MAX_JOBS the oldest waiting jobs go: logged and counted."""
     rec, url = receiver

@@ -51,13 +51,14 @@ class DurableSender(WebhookSender):
         self._outbox_empty = asyncio.Event()
         self._outbox_empty.set()
         self._writer: asyncio.Task[None] | None = None
+        self._pushing: list[Job] = []  # taken from the outbox, not confirmed by Redis yet
         self._redis_log = Throttled()
         self._full_log = Throttled()
 
     @property
     def outbox_depth(self) -> int:
         """Jobs formed but not taken by Redis yet."""
-        return len(self._outbox)
+        return len(self._outbox) + len(self._pushing)
 
     async def start(self) -> None:
         """Connect to Redis (:class:`QueueUnavailable` if it cannot), then start as the sender does."""
@@ -93,11 +94,12 @@ class DurableSender(WebhookSender):
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
-        if self._outbox:
-            left = sum(job.n_events for job in self._outbox)
+        left = sum(job.n_events for job in (*self._pushing, *self._outbox))
+        if left:
             self.dropped += left
             log.warning("webhooks: %d event(s) not handed to Redis dropped at shutdown", left)
             self._outbox.clear()
+            self._pushing = []
         if self.redis is not None:
             await self.redis.client.aclose()
 
@@ -132,21 +134,24 @@ class DurableSender(WebhookSender):
                 self._outbox_empty.set()
                 self._outbox_wake.clear()
                 await self._outbox_wake.wait()
-            jobs = [self._outbox[i] for i in range(min(_PUSH_BATCH, len(self._outbox)))]
+            # taken out while Redis has them: an overflow meanwhile drops only waiting jobs
+            jobs = [self._outbox.popleft() for _ in range(min(_PUSH_BATCH, len(self._outbox)))]
+            self._outbox_bytes -= sum(len(job.body) for job in jobs)
+            self._pushing = jobs
             try:
                 results = await self.redis.push([job.encode() for job in jobs])
-            except Exception as exc:  # Redis away: keep the jobs, try again
+            except Exception as exc:  # Redis away: keep the jobs (first in line), try again
+                self._pushing = []
+                self._outbox.extendleft(reversed(jobs))
+                self._outbox_bytes += sum(len(job.body) for job in jobs)
                 self._redis_log.warning(
                     "webhooks: cannot queue in Redis (%s); %d job(s) wait in memory",
                     exc or type(exc).__name__, len(self._outbox),
                 )
                 await asyncio.sleep(1.0)
                 continue
+            self._pushing = []
             for job, (status, older) in zip(jobs, results):
-                # the outbox may have dropped its oldest meanwhile: take only what was sent
-                if self._outbox and self._outbox[0] is job:
-                    self._outbox.popleft()
-                    self._outbox_bytes -= len(job.body)
                 dropped = older + (job.n_events if status < 0 else 0)
                 if dropped:
                     self.dropped += dropped

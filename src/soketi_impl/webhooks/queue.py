@@ -184,12 +184,15 @@ class RedisQueue:
     def client_for(config: Config, socket_timeout: float = 10.0) -> Any:
         """A client on SOKETI_DB_REDIS_*; connections open lazily (one per blocked consumer)."""
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         return aioredis.Redis(
             host=config.redis_host, port=config.redis_port, db=config.redis_db,
             username=config.redis_username, password=config.redis_password,
             socket_connect_timeout=3.0, socket_timeout=socket_timeout, socket_keepalive=True,
-            client_name="soketi-impl-webhooks",
+            # the sender and the worker retry themselves, without stalling their caller
+            retry=Retry(NoBackoff(), 0), client_name="soketi-impl-webhooks",
         )
 
     def processing(self, worker: str) -> str:
