@@ -376,3 +376,72 @@ def test_queue_and_mode_settings(tmp_path: Any) -> None:
                       ("SOKETI_QUEUE_REDIS_CONCURRENCY", "0")):
         with pytest.raises(ConfigError, match=name):
             load_config(None, environ={name: bad})
+
+
+@ONE_LOOP
+async def test_sync_driver_requests_carry_the_key_too(receiver: tuple[Receiver, str]) -> None:
+    """The in-memory path sends the same header, stable across its retries; ``server``
+    mode with it warns that webhooks go out from the server anyway."""
+    rec, url = receiver
+    rec.down = True
+    env = env_for("unused:", url, SOKETI_QUEUE_DRIVER="sync", SOKETI_MODE="server")
+    async with started(run_server(MODE, env)) as server:
+        assert any("SOKETI_MODE=server with SOKETI_QUEUE_DRIVER=sync" in line for line in server.log)
+        await occupy(server, "in-memory")
+        await rec.wait(lambda r: len(r.attempts) >= 1)
+        rec.down = False
+        await rec.wait(lambda r: r.delivered)
+    keys = {key for key, _ in rec.attempts}
+    assert len(rec.attempts) >= 2 and len(keys) == 1 and keys != {""}
+
+
+# ------------------------------------------------ the queue's scripts, straight on Redis
+
+
+def _job(i: int, size: int = 100) -> bytes:
+    from soketi_impl.webhooks.queue import Job
+
+    return Job(f"id{i}", "http://x/h", {}, b"x" * size, 1, "app").encode()
+
+
+@ONE_LOOP
+async def test_queue_scripts_bound_reap_and_retry(prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    from soketi_impl.webhooks.queue import Job, RedisQueue
+
+    client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    try:
+        one = len(_job(0))
+        q = RedisQueue(client, prefix, max_jobs=10, max_bytes=2 * one + 10)
+        # bytes: a third job drops the oldest; one over the bound is refused outright
+        assert await q.push([_job(0), _job(1), _job(2)]) == [(1, 0), (1, 0), (1, 1)]
+        assert await q.push([_job(9, size=3 * one)]) == [(-1, 0)]
+        assert await q.totals() == (2, 2 * one)
+        for worker_id in ("w1", "w2", "w3"):
+            await q.beat(worker_id, 60_000)
+        # both taken by a worker: nothing waiting can make room, the new job is refused
+        assert Job.decode(await q.take("w1", 0.1) or b"").id == "id1"
+        assert Job.decode(await q.take("w1", 0.1) or b"").id == "id2"
+        assert await q.push([_job(3)]) == [(-2, 0)]
+        assert await q.reap() == 0  # every worker alive
+        # w1's lease is over: the reaper gives its jobs back, oldest first in line
+        await client.delete(f"{prefix}worker#w1")
+        assert await q.reap() == 2
+        assert Job.decode(await q.take("w2", 0.1) or b"").id == "id1"
+        # a failed attempt waits in `delayed` until due, then comes back
+        raw = await client.lindex(q.processing("w2"), 0)
+        job = Job.decode(raw)
+        job.first_failed_ms, job.delay_s = 1, 1.0
+        assert await q.retry("w2", raw, job, due_s=0)
+        assert await q.promote() == 1
+        assert await q.reap(leaving="w2") == 0  # its list is empty; it leaves the set
+        assert await client.smembers(f"{prefix}workers") == {b"w3"}
+        taken = [Job.decode(await q.take("w3", 0.1) or b"") for _ in range(2)]
+        assert {t.id for t in taken} == {"id1", "id2"}
+        assert [t.first_failed_ms for t in taken if t.id == "id1"] == [1]
+        for raw in await client.lrange(q.processing("w3"), 0, -1):
+            assert await q.ack("w3", raw)
+        assert await q.totals() == (0, 0)
+    finally:
+        await client.aclose()
