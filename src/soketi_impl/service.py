@@ -153,7 +153,7 @@ class Pusher(HookDecorators):
         return bool(self.core.accepting)
 
     async def start(self) -> None:
-        """Connect the adapter (Redis) and start the webhook sender.
+        """Connect the adapter (Redis), start the webhook sender and the queue worker (if any).
 
         Raises :class:`~soketi_impl.errors.SoketiError` when the adapter cannot connect.
         """
