@@ -445,3 +445,24 @@ async def test_queue_scripts_bound_reap_and_retry(prefix: str) -> None:
         assert await q.totals() == (0, 0)
     finally:
         await client.aclose()
+
+
+@ONE_LOOP
+async def test_sync_sender_retries_until_retry_for(receiver: tuple[Receiver, str]) -> None:
+    """The in-memory sender's last attempt falls on retry_for too (not one backoff before)."""
+    from soketi_impl.config import AppConfig, WebhookConfig
+    from soketi_impl.webhooks import WebhookSender
+
+    rec, url = receiver
+    rec.down = True
+    app = AppConfig(id="1", key="k", secret="s",
+                    webhooks=[WebhookConfig(url=url, event_types=["channel_occupied"])])
+    sender = WebhookSender(first_retry_s=0.3, max_backoff_s=10.0, retry_for_s=0.5)
+    await sender.start()
+    try:
+        sender.channel_occupied(app, "ch")
+        await asyncio.wait_for(sender.wait_idle(), 10)
+    finally:
+        await sender.close(0.1)
+    assert sender.failed == 1 and len(rec.attempts) == 3  # at 0, 0.3 and 0.5 s
+    assert rec.times[-1] - rec.times[0] >= 0.45

@@ -326,7 +326,8 @@ class Delivery:
                         self._tell("sent", request, None)
                     return
                 elapsed = loop.time() - started
-                if elapsed + delay > self.retry_for_s and not self._hurry.is_set():
+                # the last attempt falls on retry_for_s: an outage shorter than it loses nothing
+                if elapsed >= self.retry_for_s and not self._hurry.is_set():
                     if self._finish(request):
                         self.failed += request.n_events
                         self._tell("failed", request, error)
@@ -335,7 +336,7 @@ class Delivery:
                             request.url, request.app_id, request.n_events, elapsed, error,
                         )
                     return
-                await self._backoff(delay)
+                await self._backoff(min(delay, max(0.0, self.retry_for_s - elapsed)))
                 self.retries += 1
                 self._tell("retried", request, error)
                 delay = min(delay * 2, self.max_backoff_s)

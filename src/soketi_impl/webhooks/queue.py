@@ -224,8 +224,14 @@ class RedisQueue:
         return bool(await self._retry(keys=keys, args=[raw, job.encode(), int(due_s * 1000)]))
 
     async def promote(self) -> int:
-        """Move due retries to ``pending``; how many."""
-        return int(await self._promote(keys=[self.delayed, self.pending], args=[int(time.time() * 1000)]))
+        """Move due retries to ``pending`` (100 a script run, at most 1000); how many."""
+        moved = 0
+        for _ in range(10):
+            n = int(await self._promote(keys=[self.delayed, self.pending], args=[int(time.time() * 1000)]))
+            moved += n
+            if n < 100:
+                break
+        return moved
 
     async def beat(self, worker: str, lease_ms: int) -> None:
         pipe = self.client.pipeline(transaction=False)
