@@ -139,6 +139,9 @@ async def _serve_worker(config: Config) -> int:
     from .metrics_server import MetricsServer
     from .webhooks.worker import QueueWorker
 
+    if config.queue_driver != "redis":  # the command line refuses this before (cli.check_mode)
+        log.error("SOKETI_MODE=worker needs SOKETI_QUEUE_DRIVER=redis: there is no queue to process")
+        return 2
     worker = QueueWorker(config)
     registry = None
     if config.metrics_enabled:
