@@ -192,6 +192,51 @@ async def occupy(server: ServerProcess, *channels: str) -> None:
                 pass
 
 
+def metric(text: str, name: str) -> float:
+    values = [line.split()[-1] for line in text.splitlines() if line.startswith(name + "{")]
+    assert values, f"{name} not in the scrape"
+    return float(values[0])
+
+
+class RedisProxy:
+    """A TCP relay to Redis that the test can cut (``down``) and restore (``up``)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def down(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self._writers -= {writer, up_writer}
+
+
 def kill(server: ServerProcess) -> None:
     server.proc.kill()  # SIGKILL: no shutdown, no flush
     server.proc.wait(10)
@@ -265,7 +310,8 @@ async def test_receiver_outage_loses_nothing(receiver: tuple[Receiver, str], pre
     rec, url = receiver
     rec.down = True
     channels = [f"outage-{i}" for i in range(5)]
-    async with started(run_server(MODE, env_for(prefix, url))) as server:
+    env = env_for(prefix, url, SOKETI_QUEUE_REDIS_CONCURRENCY="3")
+    async with started(run_server(MODE, env)) as server:
         await occupy(server, *channels)
         # each job refused at least twice, with the backoff between
         await rec.wait(lambda r: len(r.attempts) >= 2 * len(channels))
@@ -285,6 +331,32 @@ async def test_receiver_outage_loses_nothing(receiver: tuple[Receiver, str], pre
 
 
 @ONE_LOOP
+async def test_redis_away_for_a_while(receiver: tuple[Receiver, str], prefix: str) -> None:
+    """Redis unreachable while events happen: the server keeps them (bounded) and the
+    worker waits; both carry on once Redis is back, and nothing is lost."""
+    rec, url = receiver
+    proxy = RedisProxy()
+    await proxy.up()
+    env = env_for(prefix, url, SOKETI_DB_REDIS_PORT=str(proxy.port))
+    async with started(run_server(MODE, env)) as server:
+        await occupy(server, "before")
+        await rec.wait(lambda r: r.channels() == {"before"})
+        await proxy.down()
+        await occupy(server, "while-away")
+        await until(lambda: any("cannot queue in Redis" in line for line in server.log),
+                    what="the server noticing")
+        assert rec.channels() == {"before"}
+        await proxy.up()
+        await rec.wait(lambda r: r.channels() == {"before", "while-away"})
+        await until(lambda: queued_jobs(prefix) == 0, what="every job acknowledged")
+        await proxy.down()  # the server's stop must not hang on a dead Redis either
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+    assert server.proc.returncode == 0 and loop.time() - began < 8
+    assert any(line.endswith("stopped") for line in server.log)
+
+
+@ONE_LOOP
 async def test_server_mode_enqueues_and_worker_delivers(
     receiver: tuple[Receiver, str], prefix: str
 ) -> None:
@@ -294,7 +366,8 @@ async def test_server_mode_enqueues_and_worker_delivers(
         await occupy(server, "for-the-worker")
         await until(lambda: queued_jobs(prefix) == 1, what="the job in Redis")
         assert rec.attempts == []  # the server sends nothing itself
-        wenv = {**env, "SOKETI_PORT": str(free_port()), "SOKETI_METRICS_SERVER_PORT": str(free_port())}
+        wenv = {**env, "SOKETI_PORT": str(free_port()), "SOKETI_METRICS_SERVER_PORT": str(free_port()),
+                "SOKETI_METRICS_ENABLED": "true"}
         async with started(worker(wenv)) as w:
             await rec.wait(lambda r: r.channels() == {"for-the-worker"})
             await until(lambda: queued_jobs(prefix) == 0, what="the job acknowledged")
@@ -304,6 +377,8 @@ async def test_server_mode_enqueues_and_worker_delivers(
                 for path in ("/ready", "/usage"):
                     async with http.get(base + path, timeout=aiohttp.ClientTimeout(total=5)) as r:
                         assert r.status == 200, path
+                async with http.get(base + "/metrics") as r:
+                    assert metric(await r.text(), "soketi_webhook_sent_total") == 1
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", int(wenv["SOKETI_PORT"])), timeout=2).close()
             assert any(WORKER_READY in line for line in w.log)
@@ -323,9 +398,7 @@ async def test_queue_bound_drops_the_oldest(receiver: tuple[Receiver, str], pref
         metrics = f"http://127.0.0.1:{env['SOKETI_METRICS_SERVER_PORT']}/metrics"
         async with aiohttp.ClientSession() as http, http.get(metrics) as r:
             text = await r.text()
-        assert "soketi_webhook_dropped_total" in text
-        dropped = [line for line in text.splitlines() if line.startswith("soketi_webhook_dropped_total")]
-        assert dropped and float(dropped[0].split()[-1]) == 2
+        assert metric(text, "soketi_webhook_dropped_total") == 2
         wenv = {**env, "SOKETI_PORT": str(free_port()), "SOKETI_METRICS_SERVER_PORT": str(free_port())}
         async with started(worker(wenv)):
             await rec.wait(lambda r: r.channels() == {"b2", "b3"})
