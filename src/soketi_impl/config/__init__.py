@@ -41,7 +41,7 @@ Where we differ from soketi, on purpose:
 
   The master key is the one the official SDKs take for ``private-encrypted-``
   channels: 32 bytes in base64, checked at start.
-- soketi variables we accept but do not implement (NATS, SQL app managers, queues
+- soketi variables we accept but do not implement (NATS, SQL app managers, SQS
   ...) are listed in :data:`NOT_IMPLEMENTED_ENV` and logged as warnings when set.
 
 The package: :mod:`.model` (the dataclasses), :mod:`.values` (value checks),
