@@ -251,7 +251,7 @@ def test_env_variable_tables() -> None:
     assert all(name.startswith("SOKETI_") for name in ENV_VARIABLES)
     assert all(name.startswith("SOKETI_") for name in NOT_IMPLEMENTED_ENV)
     assert not set(ENV_VARIABLES) & set(NOT_IMPLEMENTED_ENV)
-    assert "SOKETI_SSL_CERT" in ENV_VARIABLES and "SOKETI_QUEUE_DRIVER" in NOT_IMPLEMENTED_ENV
+    assert "SOKETI_SSL_CERT" in ENV_VARIABLES and "SOKETI_QUEUE_SQS_URL" in NOT_IMPLEMENTED_ENV
     assert len(WEBHOOK_EVENT_TYPES) == 7
 
 
@@ -336,7 +336,7 @@ def test_unimplemented_soketi_file_keys_warn(tmp_path: Path) -> None:
         tmp_path,
         {
             "appManager.mysql.table": "apps",
-            "queue": {"driver": "redis"},
+            "queue": {"sqs": {"region": "eu-west-1"}},
             "database.mysql.host": "db",
             "cors": {"credentials": True, "origin": ["https://a.example"]},
         },
@@ -346,7 +346,7 @@ def test_unimplemented_soketi_file_keys_warn(tmp_path: Path) -> None:
     assert sorted(w.split(" ")[0] for w in cfg.warnings) == [
         "appManager.mysql.table",
         "database.mysql.host",
-        "queue.driver",
+        "queue.sqs.region",
     ]
 
 

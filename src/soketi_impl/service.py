@@ -85,13 +85,10 @@ class Pusher(HookDecorators):
         self._hooks: Hooks | None = None
         self._hooks_queue_size = hooks_queue_size
         self.webhooks: Any = None
-        if any(app.webhooks for app in self.config.apps):
-            from .webhooks import WebhookSender
-
-            self.webhooks = WebhookSender(
-                batching=self.config.webhooks_batching,
-                batching_ms=self.config.webhooks_batching_duration_ms,
-            )
+        #: the :class:`~soketi_impl.webhooks.worker.QueueWorker` with
+        #: ``SOKETI_QUEUE_DRIVER=redis`` in ``SOKETI_MODE=full``
+        self.queue_worker: Any = None
+        self._make_webhooks()
         self.core = PusherServer(
             self.config, router, webhooks=self.webhooks,
             adapter=adapter if adapter is not None else adapter_for(self.config),
@@ -104,8 +101,8 @@ class Pusher(HookDecorators):
             self.metrics = MetricsRegistry(self.config.metrics_prefix, str(self.config.port))
             for app in self.core.apps.values():
                 self.metrics.add_app(app.config.id, app.stats)
-            if self.webhooks is not None:
-                self.metrics.set_webhook_source(self.webhooks)
+            if self.webhooks is not None or self.queue_worker is not None:
+                self.metrics.set_webhook_source(self.webhooks or self.queue_worker)
             self.metrics.set_hooks_source(lambda: self._hooks)
         from .http.api import HttpApi
 
@@ -125,13 +122,38 @@ class Pusher(HookDecorators):
         self.serve_metrics_port = bool(self.config.metrics_enabled or self.dashboard is not None)
         self.started = False
 
+    def _make_webhooks(self) -> None:
+        """The webhook sender: in memory (``sync``) or into Redis, with a worker in ``full`` mode."""
+        cfg = self.config
+        options: dict[str, Any] = {
+            "batching": cfg.webhooks_batching,
+            "batching_ms": cfg.webhooks_batching_duration_ms,
+            "max_queue_bytes": cfg.webhooks_max_queue_bytes,
+            "retry_for_s": cfg.webhooks_retry_for_ms / 1000,
+            "max_backoff_s": cfg.webhooks_max_backoff_ms / 1000,
+        }
+        durable = cfg.queue_driver == "redis"
+        if any(app.webhooks for app in cfg.apps):
+            if durable:
+                from .webhooks.durable import DurableSender
+
+                self.webhooks = DurableSender(cfg, **options)
+            else:
+                from .webhooks import WebhookSender
+
+                self.webhooks = WebhookSender(**options)
+        if durable and cfg.mode == "full":
+            from .webhooks.worker import QueueWorker
+
+            self.queue_worker = QueueWorker(cfg, counters=self.webhooks)
+
     @property
     def accepting(self) -> bool:
         """False once :meth:`stop` began: new connections are refused with 4200."""
         return bool(self.core.accepting)
 
     async def start(self) -> None:
-        """Connect the adapter (Redis) and start the webhook sender.
+        """Connect the adapter (Redis), start the webhook sender and the queue worker (if any).
 
         Raises :class:`~soketi_impl.errors.SoketiError` when the adapter cannot connect.
         """
@@ -142,6 +164,8 @@ class Pusher(HookDecorators):
         await self.core.adapter.start()
         if self.webhooks is not None:
             await self.webhooks.start()
+        if self.queue_worker is not None:
+            await self.queue_worker.start()
         if self.serve_metrics_port:
             await self._start_metrics_server()
         self.started = True
@@ -173,6 +197,8 @@ class Pusher(HookDecorators):
         await self.core.adapter.close()
         if self.webhooks is not None:
             await self.webhooks.close(max(0.1, grace / 1000))
+        if self.queue_worker is not None:
+            await self.queue_worker.close(max(0.1, grace / 1000))
         if self.metrics_server is not None:
             await self.metrics_server.close()
             self.metrics_server = None

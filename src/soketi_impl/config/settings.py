@@ -40,7 +40,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", "SOKETI_PORT", "port", PORT),
     Setting("pathPrefix", "SOKETI_PATH_PREFIX", "path_prefix", Kind(as_path_prefix, text=True)),
     Setting("debug", "SOKETI_DEBUG", "debug", BOOL),
-    Setting("mode", "SOKETI_MODE", None, Kind(choice("full", "server"), text=True)),
+    Setting("mode", "SOKETI_MODE", "mode", Kind(choice("full", "server", "worker"), text=True)),
     Setting("activityTimeout", "SOKETI_ACTIVITY_TIMEOUT", "activity_timeout", int_kind(1)),
     Setting("pongTimeout", "SOKETI_PONG_TIMEOUT", "pong_timeout", POSITIVE),
     Setting(
@@ -163,6 +163,18 @@ SETTINGS: tuple[Setting, ...] = (
         "webhooks_max_queue_bytes",
         int_kind(1024),
     ),
+    # the durable queue (soketi's names) and the retry schedule (ours), see README.md
+    Setting("queue.driver", "SOKETI_QUEUE_DRIVER", "queue_driver", Kind(choice("sync", "redis"), text=True)),
+    Setting(
+        "queue.redis.concurrency",
+        "SOKETI_QUEUE_REDIS_CONCURRENCY",
+        "queue_redis_concurrency",
+        int_kind(1),
+    ),
+    Setting("queue.redis.maxJobs", "SOKETI_QUEUE_REDIS_MAX_JOBS", "queue_redis_max_jobs", int_kind(1)),
+    Setting("queue.redis.lease", "SOKETI_QUEUE_REDIS_LEASE", "queue_redis_lease_ms", int_kind(1000)),
+    Setting("webhooks.retryFor", "SOKETI_WEBHOOKS_RETRY_FOR", "webhooks_retry_for_ms", int_kind(0)),
+    Setting("webhooks.maxBackoff", "SOKETI_WEBHOOKS_MAX_BACKOFF", "webhooks_max_backoff_ms", int_kind(10)),
 )
 
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -65,8 +65,6 @@ NOT_IMPLEMENTED_ENV: dict[str, str] = {
     "SOKETI_DB_REDIS_CLUSTER_NODES": "database.redis.clusterNodes",
     "SOKETI_DB_REDIS_INSTANCE_NAME": "database.redis.name",
     "SOKETI_HTTP_ACCEPT_TRAFFIC_MEMORY_THRESHOLD": "httpApi.acceptTraffic.memoryThreshold",
-    "SOKETI_QUEUE_DRIVER": "queue.driver",
-    "SOKETI_QUEUE_REDIS_CONCURRENCY": "queue.redis.concurrency",
     "SOKETI_QUEUE_REDIS_OPTIONS": "queue.redis.redisOptions",
     "SOKETI_QUEUE_REDIS_CLUSTER_MODE": "queue.redis.clusterMode",
     "SOKETI_QUEUE_SQS_REGION": "queue.sqs.region",
@@ -83,7 +81,6 @@ NOT_IMPLEMENTED_ENV: dict[str, str] = {
 
 # Values of unimplemented settings that describe what we do anyway: no warning.
 HARMLESS: dict[str, object] = {
-    "queue.driver": "sync",
     "rateLimiter.driver": "local",
     "cache.driver": "memory",
     "cors.credentials": True,
@@ -110,7 +107,6 @@ NOT_IMPLEMENTED_SECTIONS: tuple[str, ...] = (
     "databasePooling.",
     "httpApi.acceptTraffic.",
     "instance.",
-    "queue.",
     "rateLimiter.",
 )
 
