@@ -25,10 +25,11 @@ messages that reach one connection within one loop iteration leave in one write.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs
 
 from ..adapters.base import Adapter, LocalAdapter
@@ -48,12 +49,26 @@ from .state import AppState, Socket, is_socket_id, new_socket_id
 from .subscriptions import Subscriptions
 from .users import Users
 
+if TYPE_CHECKING:
+    from ..apps import AppManager
+
 __all__ = ["PusherServer"]
 
 log = logging.getLogger("soketi_impl.pusher")
 
 _PROTOCOLS = frozenset({"5", "6", "7"})
 _O = TypeVar("_O", bound=Observer)
+#: messages a connection may send while its app is being looked up (kept, then handled)
+_HELD_MESSAGES = 16
+
+
+class _Admitting:
+    """``Connection.state`` while the app of a new connection is being looked up."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: list[bytes | str] = []
 
 
 class PusherServer(InProcessApi):
@@ -64,6 +79,8 @@ class PusherServer(InProcessApi):
     may stay silent after the server's ping before it is closed with 4201.
     ``clock`` (seconds, monotonic) drives activity, rate windows, cache expiry and
     the sweep's decisions. ``webhooks``, when given, is registered as an observer.
+    ``app_manager``, when dynamic (apps in a database, see :mod:`soketi_impl.apps`),
+    is asked for each connection's and request's app instead of ``config.apps``.
     """
 
     def __init__(
@@ -75,6 +92,7 @@ class PusherServer(InProcessApi):
         adapter: Adapter | None = None,
         pong_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        app_manager: AppManager | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -90,8 +108,13 @@ class PusherServer(InProcessApi):
         self.subscriptions = Subscriptions(self)
         self.presence = Presence(self)
         self.users = Users(self)
-        for app_config in config.apps:
-            self.add_app(app_config)
+        #: called with each app's state when it is added (metrics)
+        self.app_added: list[Callable[[AppState], None]] = []
+        #: the dynamic app manager, or None: the apps are ``config.apps``
+        self.app_manager = app_manager if app_manager is not None and app_manager.dynamic else None
+        if self.app_manager is None:
+            for app_config in config.apps:
+                self.add_app(app_config)
         self._outbox: Outbox | None = None
         self._orphans = Stats()  # sockets refused before an app was known
         self._sweeper: asyncio.Task[None] | None = None
@@ -116,7 +139,41 @@ class PusherServer(InProcessApi):
         state = AppState(app_config, self.clock)
         self.apps[app_config.id] = state
         self.apps_by_key[app_config.key] = state
+        for added in self.app_added:
+            added(state)
         return state
+
+    def app_state(self, app_config: AppConfig) -> AppState:
+        """The state of the app an app manager found, added on first sight; a newer
+        config (the cache refreshed it) replaces the one the state holds."""
+        state = self.apps.get(app_config.id)
+        if state is None:
+            return self.add_app(app_config)
+        if state.config is not app_config:
+            if state.config.key != app_config.key and self.apps_by_key.get(state.config.key) is state:
+                del self.apps_by_key[state.config.key]
+            state.config = app_config
+            self.apps_by_key[app_config.key] = state
+        return state
+
+    def find_app(self, key: str | None = None, app_id: str | None = None) -> AppState | None | Awaitable[AppState | None]:
+        """The app with this key (or id): its state, None when unknown, or an awaitable of
+        either while the app manager asks its database."""
+        manager = self.app_manager
+        if manager is None:
+            if key is not None:
+                return self.apps_by_key.get(key)
+            return self.apps.get(app_id) if app_id is not None else None
+        found = manager.by_key(key) if key is not None else manager.by_id(app_id) if app_id is not None else None
+        if found is None:
+            return None
+        if isinstance(found, AppConfig):
+            return self.app_state(found)
+        return self._found_later(found)
+
+    async def _found_later(self, found: Awaitable[AppConfig | None]) -> AppState | None:
+        app_config = await found
+        return None if app_config is None else self.app_state(app_config)
 
     def add_observer(self, observer: _O) -> _O:
         """Register an :class:`~soketi_impl.pusher.events.Observer`; returns it (usable as a decorator)."""
@@ -146,14 +203,45 @@ class PusherServer(InProcessApi):
             self.outbox, stats, send=send, buffer_size=conn.write_buffer_size, on_overflow=overflow,
         )
 
-    def on_new_connection(self, conn: Connection) -> None:
-        """Router handler: greet with ``pusher:connection_established`` or refuse with a code."""
+    def on_new_connection(self, conn: Connection) -> Awaitable[None] | None:
+        """Router handler: greet with ``pusher:connection_established`` or refuse with a code.
+
+        With a dynamic app manager that must ask its database, this returns an awaitable
+        that admits the connection once the app is known.
+        """
         path, _, query = (conn.path or "").partition("?")
         prefix = self.config.path_prefix.rstrip("/")
         if prefix and path.startswith(prefix):
             path = path[len(prefix):]
         key = path[len("/app/"):] if path.startswith("/app/") else None
-        app = self.apps_by_key.get(key) if key else None
+        if self.app_manager is not None and key:
+            found = self.find_app(key)
+            if inspect.isawaitable(found):
+                waiting = conn.state = _Admitting()
+                return self._admit_later(conn, key, query, found, waiting)
+            self._admit(conn, key, query, found)
+            return None
+        self._admit(conn, key, query, self.apps_by_key.get(key) if key else None)
+        return None
+
+    async def _admit_later(
+        self, conn: Connection, key: str, query: str, found: Awaitable[AppState | None],
+        waiting: _Admitting,
+    ) -> None:
+        """Admit once the app manager answered; what the client sent meanwhile follows."""
+        try:
+            app = await found
+        except Exception:  # the manager answers None on trouble; this is a bug, not a refusal
+            log.exception("looking up app key %r failed", key)
+            app = None
+        if conn.state is not waiting:
+            return  # the client left while its app was looked up
+        conn.state = None
+        self._admit(conn, key, query, app)
+        for message in waiting.held:
+            self.on_message(conn, message)
+
+    def _admit(self, conn: Connection, key: str | None, query: str, app: AppState | None) -> None:
         sid = conn.id if is_socket_id(conn.id) else new_socket_id()
         sink = self._sink_for(conn, app.stats if app is not None else self._orphans)
         now = self.clock()
@@ -192,6 +280,8 @@ class PusherServer(InProcessApi):
         """Router handler: leave every channel, sign out, forget the socket (linear in its channels)."""
         sock = conn.state
         if not isinstance(sock, Socket):
+            if isinstance(sock, _Admitting):
+                conn.state = None  # tells the admission not to go on
             return
         sock.closing = True
         sock.sink.close()
@@ -284,6 +374,8 @@ class PusherServer(InProcessApi):
         """Router handler: one client frame."""
         sock = conn.state
         if not isinstance(sock, Socket) or sock.closing or sock.app is None:
+            if isinstance(sock, _Admitting) and len(sock.held) < _HELD_MESSAGES:
+                sock.held.append(message)
             return
         stats = sock.app.stats
         stats.ws_messages_received += 1
