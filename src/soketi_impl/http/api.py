@@ -212,8 +212,12 @@ class HttpApi:
         try:
             try:
                 head = self._head(request)
-            except _Unresolved:
-                return None  # the lookup goes on; handle() joins it once the body is in
+            except _Unresolved as wait:
+                # The shared lookup goes on; handle() joins it once the body is in.
+                close = getattr(wait.pending, "close", None)
+                if close is not None:
+                    close()  # this request's coroutine around it is not needed
+                return None
             app = head.call.app
             has_body = _announces_body(request.headers)
             check_api_head(head.call.params, app.config.key, self.clock(), has_body=has_body)
