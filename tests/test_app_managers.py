@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pusher
@@ -32,51 +34,15 @@ TIMEOUT = 5.0
 PG = ("127.0.0.1", 5432)
 MY = ("127.0.0.1", 3306)
 
-# The DDL the README gives, with a table name to fill in.
-PG_DDL = """
-CREATE TABLE {table} (
-    "id" varchar(255) PRIMARY KEY,
-    "key" varchar(255) NOT NULL UNIQUE,
-    "secret" varchar(255) NOT NULL,
-    "max_connections" integer NOT NULL DEFAULT -1,
-    "enable_client_messages" smallint NOT NULL DEFAULT 0,
-    "enabled" smallint NOT NULL DEFAULT 1,
-    "max_backend_events_per_sec" integer NOT NULL DEFAULT -1,
-    "max_client_events_per_sec" integer NOT NULL DEFAULT -1,
-    "max_read_req_per_sec" integer NOT NULL DEFAULT -1,
-    "webhooks" json,
-    "enable_user_authentication" smallint,
-    "max_presence_members_per_channel" integer,
-    "max_presence_member_size_in_kb" integer,
-    "max_channel_name_length" integer,
-    "max_event_channels_at_once" integer,
-    "max_event_name_length" integer,
-    "max_event_payload_in_kb" integer,
-    "max_event_batch_size" integer
-)
-"""
-MY_DDL = """
-CREATE TABLE {table} (
-    `id` varchar(255) NOT NULL PRIMARY KEY,
-    `key` varchar(255) NOT NULL UNIQUE,
-    `secret` varchar(255) NOT NULL,
-    `max_connections` int NOT NULL DEFAULT -1,
-    `enable_client_messages` tinyint(1) NOT NULL DEFAULT 0,
-    `enabled` tinyint(1) NOT NULL DEFAULT 1,
-    `max_backend_events_per_sec` int NOT NULL DEFAULT -1,
-    `max_client_events_per_sec` int NOT NULL DEFAULT -1,
-    `max_read_req_per_sec` int NOT NULL DEFAULT -1,
-    `webhooks` json,
-    `enable_user_authentication` tinyint(1),
-    `max_presence_members_per_channel` int,
-    `max_presence_member_size_in_kb` int,
-    `max_channel_name_length` int,
-    `max_event_channels_at_once` int,
-    `max_event_name_length` int,
-    `max_event_payload_in_kb` int,
-    `max_event_batch_size` int
-)
-"""
+def _readme_ddl() -> dict[str, str]:
+    """The README's CREATE TABLE statements (the tests make their tables with them)."""
+    blocks = re.findall(r"```sql\n(.*?)```", (Path(__file__).parent.parent / "README.md").read_text(), re.S)
+    ddl = {"postgres" if '"id"' in b else "mysql": b.replace("CREATE TABLE apps (", "CREATE TABLE {table} (") for b in blocks}
+    assert set(ddl) == {"postgres", "mysql"}, "the README's two CREATE TABLE blocks"
+    return ddl
+
+
+DDL = _readme_ddl()
 
 
 def _absent(address: tuple[str, int]) -> str | None:
@@ -132,7 +98,7 @@ class Db:
         asyncio.run(asyncio.wait_for(self._run(sql, *args), TIMEOUT))
 
     def create(self) -> None:
-        self.run((PG_DDL if self.driver == "postgres" else MY_DDL).format(table=self.table))
+        self.run(DDL[self.driver].format(table=self.table).rstrip().rstrip(";"))
 
     def drop(self) -> None:
         self.run(f"DROP TABLE IF EXISTS {self.table}")
