@@ -580,3 +580,17 @@ async def test_the_in_process_api_finds_apps_of_the_table(db: Db) -> None:
             await service.trigger("79999", "news", "update", {})
     finally:
         await service.stop(0)
+
+
+async def test_a_row_that_is_not_an_app_is_refused_with_a_log_line(
+    db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    await asyncio.to_thread(db.insert, **app_row(1, webhooks='{"url": "not a list"}'))
+    manager, _ = _manager(db)
+    await manager.start()
+    try:
+        with caplog.at_level("WARNING", logger="soketi_impl.apps"):
+            assert await asyncio.wait_for(manager.by_key("key-1"), TIMEOUT) is None
+        assert "apps row key=key-1.webhooks" in caplog.text and db.table in caplog.text
+    finally:
+        await manager.close()

@@ -183,7 +183,7 @@ class ManagedAppManager(AppManager):
         app: AppConfig | None = None
         if row is not None:
             try:
-                app = app_from_row(row, self.config, f"the {column} {value!r} row")
+                app = app_from_row(row, self.config, f"apps row {column}={value}")
             except ConfigError as exc:
                 self._bad_rows.warn(f"app refused, its row in {self.source.where} is not usable: {exc}")
         if app is None or getattr(app, column) != value:
@@ -234,10 +234,14 @@ class ManagedAppManager(AppManager):
             ) from exc
 
     async def close(self) -> None:
-        for pending in list(self._pending.values()):
-            pending.cancel()
-        self._pending.clear()
+        """Close the connections; lookups under way then fail (their clients are refused)
+        and are given a moment to say so before what is left is cancelled."""
         await self.source.close()
+        pending = list(self._pending.values())
+        if pending:
+            _, left = await asyncio.wait(pending, timeout=1.0)
+            for future in left:
+                future.cancel()
 
     def describe(self) -> str:
         if self.ttl == 0:
