@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs
 
 from ..adapters.base import Adapter, LocalAdapter
-from ..config import AppConfig, Config
+from ..config import Config
 from ..connection import Connection
 from ..errors import ProtocolError, SoketiError
 from ..router import Router
@@ -43,6 +43,7 @@ from . import cache, messages
 from .api import InProcessApi
 from .client_events import client_event
 from .events import Observer
+from .lookup import Admitting, AppLookup
 from .observing import Observers
 from .presence import Presence
 from .state import AppState, Socket, is_socket_id, new_socket_id
@@ -58,20 +59,9 @@ log = logging.getLogger("soketi_impl.pusher")
 
 _PROTOCOLS = frozenset({"5", "6", "7"})
 _O = TypeVar("_O", bound=Observer)
-#: messages a connection may send while its app is being looked up (kept, then handled)
-_HELD_MESSAGES = 16
 
 
-class _Admitting:
-    """``Connection.state`` while the app of a new connection is being looked up."""
-
-    __slots__ = ("held",)
-
-    def __init__(self) -> None:
-        self.held: list[bytes | str] = []
-
-
-class PusherServer(InProcessApi):
+class PusherServer(AppLookup, InProcessApi):
     """Pusher protocol handlers for a :class:`Router`, and the in-process API.
 
     ``adapter`` defaults to :class:`~soketi_impl.adapters.base.LocalAdapter` (one
@@ -134,47 +124,6 @@ class PusherServer(InProcessApi):
         }
         self.adapter.attach(self)
 
-    def add_app(self, app_config: AppConfig) -> AppState:
-        """Serve one more app (the config's apps are added at construction)."""
-        state = AppState(app_config, self.clock)
-        self.apps[app_config.id] = state
-        self.apps_by_key[app_config.key] = state
-        for added in self.app_added:
-            added(state)
-        return state
-
-    def app_state(self, app_config: AppConfig) -> AppState:
-        """The state of the app an app manager found, added on first sight; a newer
-        config (the cache refreshed it) replaces the one the state holds."""
-        state = self.apps.get(app_config.id)
-        if state is None:
-            return self.add_app(app_config)
-        if state.config is not app_config:
-            if state.config.key != app_config.key and self.apps_by_key.get(state.config.key) is state:
-                del self.apps_by_key[state.config.key]
-            state.config = app_config
-            self.apps_by_key[app_config.key] = state
-        return state
-
-    def find_app(self, key: str | None = None, app_id: str | None = None) -> AppState | None | Awaitable[AppState | None]:
-        """The app with this key (or id): its state, None when unknown, or an awaitable of
-        either while the app manager asks its database."""
-        manager = self.app_manager
-        if manager is None:
-            if key is not None:
-                return self.apps_by_key.get(key)
-            return self.apps.get(app_id) if app_id is not None else None
-        found = manager.by_key(key) if key is not None else manager.by_id(app_id) if app_id is not None else None
-        if found is None:
-            return None
-        if isinstance(found, AppConfig):
-            return self.app_state(found)
-        return self._found_later(found)
-
-    async def _found_later(self, found: Awaitable[AppConfig | None]) -> AppState | None:
-        app_config = await found
-        return None if app_config is None else self.app_state(app_config)
-
     def add_observer(self, observer: _O) -> _O:
         """Register an :class:`~soketi_impl.pusher.events.Observer`; returns it (usable as a decorator)."""
         self.observers.append(observer)
@@ -217,31 +166,14 @@ class PusherServer(InProcessApi):
         if self.app_manager is not None and key:
             found = self.find_app(key)
             if inspect.isawaitable(found):
-                waiting = conn.state = _Admitting()
-                return self._admit_later(conn, key, query, found, waiting)
+                return self.admit_later(conn, key, query, found)
             self._admit(conn, key, query, found)
             return None
         self._admit(conn, key, query, self.apps_by_key.get(key) if key else None)
         return None
 
-    async def _admit_later(
-        self, conn: Connection, key: str, query: str, found: Awaitable[AppState | None],
-        waiting: _Admitting,
-    ) -> None:
-        """Admit once the app manager answered; what the client sent meanwhile follows."""
-        try:
-            app = await found
-        except Exception:  # the manager answers None on trouble; this is a bug, not a refusal
-            log.exception("looking up app key %r failed", key)
-            app = None
-        if conn.state is not waiting:
-            return  # the client left while its app was looked up
-        conn.state = None
-        self._admit(conn, key, query, app)
-        for message in waiting.held:
-            self.on_message(conn, message)
-
     def _admit(self, conn: Connection, key: str | None, query: str, app: AppState | None) -> None:
+        """Greet or refuse ``conn`` now that its app (or its absence) is known."""
         sid = conn.id if is_socket_id(conn.id) else new_socket_id()
         sink = self._sink_for(conn, app.stats if app is not None else self._orphans)
         now = self.clock()
@@ -280,7 +212,7 @@ class PusherServer(InProcessApi):
         """Router handler: leave every channel, sign out, forget the socket (linear in its channels)."""
         sock = conn.state
         if not isinstance(sock, Socket):
-            if isinstance(sock, _Admitting):
+            if isinstance(sock, Admitting):
                 conn.state = None  # tells the admission not to go on
             return
         sock.closing = True
@@ -374,8 +306,8 @@ class PusherServer(InProcessApi):
         """Router handler: one client frame."""
         sock = conn.state
         if not isinstance(sock, Socket) or sock.closing or sock.app is None:
-            if isinstance(sock, _Admitting) and len(sock.held) < _HELD_MESSAGES:
-                sock.held.append(message)
+            if isinstance(sock, Admitting):
+                sock.hold(message)
             return
         stats = sock.app.stats
         stats.ws_messages_received += 1
