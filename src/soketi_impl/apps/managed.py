@@ -192,8 +192,9 @@ class ManagedAppManager(AppManager):
             _put(self._missing, what, now + self.miss_ttl, self.max_entries)
             return None
         until = now + self.ttl
-        _put(self._found, ("id", app.id), (app, until), self.max_entries)
-        _put(self._found, ("key", app.key), (app, until), self.max_entries)
+        for found in (("id", app.id), ("key", app.key)):
+            _put(self._found, found, (app, until), self.max_entries)
+            self._missing.pop(found, None)
         return app
 
     def _failed(self, what: _Lookup, exc: BaseException) -> AppConfig | None:
