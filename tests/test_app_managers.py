@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import re
 import socket
@@ -592,5 +593,53 @@ async def test_a_row_that_is_not_an_app_is_refused_with_a_log_line(
         with caplog.at_level("WARNING", logger="soketi_impl.apps"):
             assert await asyncio.wait_for(manager.by_key("key-1"), TIMEOUT) is None
         assert "apps row key=key-1.webhooks" in caplog.text and db.table in caplog.text
+    finally:
+        await manager.close()
+
+
+async def test_the_ttl_decides_when_the_database_is_asked_again(db: Db) -> None:
+    await asyncio.to_thread(db.insert, **app_row(1))
+    now = [0.0]
+    manager, source = _manager(
+        db, env={"SOKETI_APP_MANAGER_CACHE_ENABLED": "true", "SOKETI_APP_MANAGER_CACHE_TTL": "30"},
+        clock=lambda: now[0],
+    )
+    await manager.start()
+    try:
+        app = await asyncio.wait_for(manager.by_key("key-1"), TIMEOUT)
+        assert app is not None and app.enabled
+        await asyncio.to_thread(db.run, f"UPDATE {db.table} SET enabled = 0")
+        now[0] = 29.9
+        assert manager.by_key("key-1") is app  # within the TTL: as read
+        now[0] = 30.1
+        changed = await asyncio.wait_for(manager.by_key("key-1"), TIMEOUT)
+        assert changed is not None and not changed.enabled
+        await asyncio.to_thread(db.run, f"DELETE FROM {db.table}")
+        now[0] = 60.2
+        assert await asyncio.wait_for(manager.by_key("key-1"), TIMEOUT) is None
+        # a miss is remembered for a second, not for the TTL
+        assert manager.by_key("key-9") is not None  # (an awaitable: it asks)
+        await asyncio.wait_for(manager.by_key("key-9"), TIMEOUT)
+        await asyncio.to_thread(db.insert, **app_row(9))
+        assert manager.by_key("key-9") is None
+        now[0] = 61.3
+        found = await asyncio.wait_for(manager.by_key("key-9"), TIMEOUT)
+        assert found is not None and found.id == "70009"
+        assert source.queries == 5
+    finally:
+        await manager.close()
+
+
+async def test_without_the_cache_every_lookup_asks(db: Db) -> None:
+    await asyncio.to_thread(db.insert, **app_row(1))
+    manager, source = _manager(db)
+    await manager.start()
+    try:
+        for _ in range(3):
+            found = manager.by_key("key-1")
+            assert inspect.isawaitable(found)  # never answered from memory
+            app = await asyncio.wait_for(found, TIMEOUT)
+            assert app is not None and app.id == "70001"
+        assert source.queries == 3
     finally:
         await manager.close()
