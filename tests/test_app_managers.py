@@ -214,6 +214,38 @@ def lookup_lines(server: ServerProcess) -> list[str]:
     return [line for line in server.log if "app lookups fail" in line]
 
 
+# ---------------------------------------------------------------- the settings
+
+
+def test_soketi_names_for_the_app_managers() -> None:
+    from soketi_impl.config import load_config
+    from soketi_impl.errors import ConfigError
+
+    cfg = load_config(environ={
+        "SOKETI_APP_MANAGER_DRIVER": "mysql",
+        "SOKETI_APP_MANAGER_CACHE_ENABLED": "true",
+        "SOKETI_APP_MANAGER_CACHE_TTL": "60",
+        "SOKETI_APP_MANAGER_MYSQL_TABLE": "soketi.apps",
+        "SOKETI_APP_MANAGER_MYSQL_VERSION": "8.0",  # knex's: accepted, nothing to do
+        "SOKETI_DB_MYSQL_HOST": "db.internal",
+        "SOKETI_DB_MYSQL_PORT": "3307",
+        "SOKETI_DB_MYSQL_PASSWORD": '""',
+        "SOKETI_DB_POOLING_ENABLED": "true",
+        "SOKETI_DB_POOLING_MAX": "3",
+    })
+    assert cfg.warnings == []
+    assert (cfg.app_manager_driver, cfg.app_manager_cache_enabled, cfg.app_manager_cache_ttl) == ("mysql", True, 60)
+    assert (cfg.app_manager_mysql_table, cfg.mysql_host, cfg.mysql_port) == ("soketi.apps", "db.internal", 3307)
+    assert (cfg.mysql_password, cfg.mysql_username, cfg.mysql_database) == ("", "root", "main")
+    assert (cfg.postgres_port, cfg.postgres_password, cfg.app_manager_postgres_table) == (5432, "password", "apps")
+    from soketi_impl.apps.sql import pool_sizes
+
+    assert pool_sizes(cfg) == (0, 3)
+    for name, value in [("SOKETI_APP_MANAGER_DRIVER", "dynamodb"), ("SOKETI_APP_MANAGER_POSTGRES_TABLE", "apps; --")]:
+        with pytest.raises(ConfigError, match=name):
+            load_config(environ={name: value})
+
+
 # ---------------------------------------------------------------- serving apps
 
 
