@@ -288,6 +288,45 @@ def test_apps_from_the_table_connect_and_trigger(db: Db, host: str) -> None:
             c.close()
 
 
+def test_the_webhooks_column_is_the_apps_webhooks(db: Db) -> None:
+    """A row's ``webhooks`` JSON is served: signed with the row's secret."""
+    import hashlib
+    import hmac
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[tuple[str, bytes]] = []
+    arrived = threading.Event()
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            got.append((self.headers.get("x-pusher-signature", ""), body))
+            arrived.set()
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+        db.insert(**app_row(1, webhooks=json.dumps([{"url": url, "event_types": ["channel_occupied"]}])))
+        with run_server(env=db.env()) as server:
+            c = established(server, "key-1")
+            c.subscribe("hooked")
+            assert arrived.wait(10), "no channel_occupied webhook"
+            signature, body = got[0]
+            assert json.loads(body)["events"] == [{"name": "channel_occupied", "channel": "hooked"}]
+            assert signature == hmac.new(b"secret-1", body, hashlib.sha256).hexdigest()
+            c.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_an_app_inserted_while_running_is_found(db: Db) -> None:
     db.insert(**app_row(1))
     env = db.env(SOKETI_APP_MANAGER_CACHE_ENABLED="true", SOKETI_APP_MANAGER_CACHE_TTL="3600")
