@@ -216,7 +216,7 @@ async def _serve(config: Config) -> int:
             "; ".join(f"{area}: {why}" for area, why in sorted(_speedups.FAILED.items())),
         )
     log.info("soketi-impl %s, %s; %s", __version__, twins, _metrics_line(server))
-    apps = ", ".join(f"{a.id} (key {a.key})" for a in config.apps) or "none"
+    apps = server.service.app_manager.describe()
     http = "https" if server.ssl_context is not None else "http"
     log.info(
         "soketi-impl listening on %s://%s:%d/app/{key} and %s://%s:%d (apps: %s)",

@@ -145,6 +145,29 @@ class Config:
     redis_username: str | None = None
     redis_password: str | None = None
     redis_key_prefix: str = ""
+    #: where apps come from (``SOKETI_APP_MANAGER_DRIVER``): ``array`` (``apps`` above),
+    #: ``postgres`` or ``mysql`` (the ``apps`` table; see :mod:`soketi_impl.apps`)
+    app_manager_driver: str = "array"
+    #: keep apps read from a database for ``app_manager_cache_ttl`` seconds (<= 0: until
+    #: the process ends); without the cache every lookup asks the database
+    app_manager_cache_enabled: bool = False
+    app_manager_cache_ttl: float = -1
+    app_manager_postgres_table: str = "apps"
+    app_manager_mysql_table: str = "apps"
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_username: str = "postgres"
+    postgres_password: str = field(default="password", repr=False)
+    postgres_database: str = "main"
+    mysql_host: str = "127.0.0.1"
+    mysql_port: int = 3306
+    mysql_username: str = "root"
+    mysql_password: str = field(default="password", repr=False)
+    mysql_database: str = "main"
+    #: ``SOKETI_DB_POOLING_*``: a pool of min..max connections; off: one connection
+    db_pooling_enabled: bool = False
+    db_pooling_min: int = 0
+    db_pooling_max: int = 7
     shutdown_grace_period_ms: int = 3000
     user_authentication_timeout_ms: int = 30000
     webhooks_batching: bool = False
