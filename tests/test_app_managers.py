@@ -335,18 +335,35 @@ def test_an_app_inserted_while_running_is_found(db: Db) -> None:
         db.insert(**app_row(5))
         # ... for a second at most, however long the cache keeps found apps
 
-        def connects() -> Client | None:
-            c = Client(server, "key-5")
-            if c.first["event"] == "pusher:connection_established":
-                return c
-            c.close()
-            return None
-
-        c = wait_until(connects, 5, "the inserted app to be found", interval=0.2)
+        c = wait_until(lambda: _established_or_none(server, "key-5"), 5, "the inserted app to be found", interval=0.2)
         c.subscribe("news")
         sdk(server, 5).trigger("news", "update", {"found": True})
         assert json.loads(c.recv()["data"]) == {"found": True}
         c.close()
+
+
+def test_an_app_found_later_crosses_nodes_over_redis(db: Db) -> None:
+    """Two nodes on Redis: an app neither knew at start still carries events between them."""
+    import uuid
+
+    db.insert(**app_row(1))
+    prefix = f"sqlx-{uuid.uuid4().hex[:8]}"
+    env = db.env(SOKETI_ADAPTER_DRIVER="redis", SOKETI_DB_REDIS_KEY_PREFIX=prefix)
+    with run_server(env=env) as a, run_server(env=env) as b:
+        db.insert(**app_row(7))
+        c = wait_until(lambda: _established_or_none(a, "key-7"), 5, "app 7 on node a", interval=0.2)
+        c.subscribe("news")
+        sdk(b, 7).trigger("news", "update", {"from": "b"})
+        assert json.loads(c.recv()["data"]) == {"from": "b"}
+        c.close()
+
+
+def _established_or_none(server: ServerProcess, key: str) -> Client | None:
+    c = Client(server, key)
+    if c.first["event"] == "pusher:connection_established":
+        return c
+    c.close()
+    return None
 
 
 def test_many_clients_at_once_for_an_unlooked_up_app(db: Db) -> None:

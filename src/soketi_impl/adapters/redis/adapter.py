@@ -67,6 +67,8 @@ class RedisAdapter(Adapter):
         self.connect_timeout = connect_timeout
         self.address = f"{config.redis_host}:{config.redis_port}"
         self.base = f"{config.redis_key_prefix}{config.adapter_redis_prefix}soketi#"
+        #: the app event channels' common prefix, ``{base}events#`` + app id
+        self.events_prefix = (self.base + "events#").encode()
         self.requests_channel = (self.base + "requests").encode()
         self.replies_channel = (self.base + "replies#" + self.node_id).encode()
         self.nodes_key = self.base + "nodes"
@@ -122,7 +124,7 @@ class RedisAdapter(Adapter):
         pubsub: Any = self.sub_client.pubsub(ignore_subscribe_messages=True)
         try:
             await asyncio.wait_for(self.pipeline.command_now("PING"), self.connect_timeout + 1)
-            await asyncio.wait_for(pubsub.subscribe(*self.reader.channels()), self.connect_timeout + 1)
+            await asyncio.wait_for(self.reader.subscribe(pubsub), self.connect_timeout + 1)
             await self.heartbeat.once(first=True)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             await quietly(pubsub.aclose())

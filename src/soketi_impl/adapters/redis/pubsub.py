@@ -41,6 +41,15 @@ __all__ = ["Reader"]
 log = logging.getLogger("soketi_impl.redis")
 
 
+#: app event channels remembered by name (beyond that, the app id is sliced each time)
+_MAX_APP_CHANNELS = 10_000
+
+
+def _glob_escape(text: str) -> bytes:
+    """``text`` as a literal in a Redis glob pattern (a key prefix may hold ``*?[]\\``)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text).encode()
+
+
 class Reader:
     """Reads the subscriber connection and dispatches (one per adapter)."""
 
@@ -51,9 +60,16 @@ class Reader:
         self.malformed = 0
 
     def channels(self) -> list[bytes]:
-        """Every channel this node subscribes to."""
+        """The node-to-node channels this node subscribes to (app events: :meth:`subscribe`)."""
         a = self.adapter
-        return [a.requests_channel, a.replies_channel, *a.app_channels]
+        return [a.requests_channel, a.replies_channel]
+
+    async def subscribe(self, pubsub: Any) -> None:
+        """Subscribe to the node channels and, by pattern, to every app's events: apps an
+        app manager finds later (a database) are carried too, with no resubscription."""
+        a = self.adapter
+        await pubsub.subscribe(*self.channels())
+        await pubsub.psubscribe(_glob_escape(a.base + "events#") + b"*")
 
     async def run(self, pubsub: Any) -> None:
         """Dispatch pub/sub messages; resubscribe with backoff when the connection drops."""
@@ -64,13 +80,13 @@ class Reader:
             try:
                 if pubsub is None:
                     pubsub = a.sub_client.pubsub(ignore_subscribe_messages=True)
-                    await pubsub.subscribe(*self.channels())
+                    await self.subscribe(pubsub)
                     a._subscribed = True
                     a.dirty = True  # we may have missed member facts: re-register
                     backoff = 0.2
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if msg is not None and msg.get("type") == "message":
+                    if msg is not None and msg.get("type") in ("message", "pmessage"):
                         self.dispatch(msg["channel"], msg["data"])
             except asyncio.CancelledError:
                 if pubsub is not None:
@@ -91,6 +107,11 @@ class Reader:
         a.last_heard = time.monotonic()
         try:
             app_id = a.app_channels.get(channel)
+            if app_id is None and channel.startswith(a.events_prefix):
+                # an app this node did not know at start (an app manager found it later)
+                app_id = channel[len(a.events_prefix):].decode()
+                if len(a.app_channels) < _MAX_APP_CHANNELS:
+                    a.app_channels[channel] = app_id
             if app_id is not None:
                 self._on_event(app_id, data)
             elif channel == a.replies_channel:
