@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 from picows import WSListener, WSMsgType, ws_create_server
 from picows.picows import _make_test_ws_frame  # type: ignore[attr-defined]  # not in picows's stubs
 from websockets.asyncio.client import connect
+
+from conftest import APP_KEY
 
 
 async def test_shrink_then_send_large_frames(twin: Callable[[str], ModuleType]) -> None:
@@ -74,3 +77,55 @@ def test_data_payload_twins_agree(kind: WSMsgType, payload: bytes, fin: bool, rs
         from soketi_impl.twins import _wsglue_c
 
         assert _wsglue_c.data_payload(f) == expected
+
+
+# ---------------------------------------------------------------- after the upgrade
+
+
+async def test_upgrade_shrinks_read_buffer_and_drops_leftovers(inproc_server: Any, monkeypatch: Any) -> None:
+    """Through the front door: the read buffer shrinks, the transport's leftovers go,
+    and messages from 10 bytes to 9 KB, the close handshake included, still work."""
+    from soketi_impl.hosts import wslistener
+    from soketi_impl.twins import _speedups
+
+    freed: list[int] = []
+    transports: list[Any] = []
+    shrink, drop = wslistener.shrink_read_buffer, wslistener.drop_handshake_leftovers
+    monkeypatch.setattr(wslistener, "shrink_read_buffer", lambda ws: freed.append(shrink(ws)) or freed[-1])
+    monkeypatch.setattr(wslistener, "drop_handshake_leftovers", lambda t: transports.append(t) or drop(t))
+    url = f"ws://127.0.0.1:{inproc_server.port}/app/{APP_KEY}?protocol=7"
+    async with connect(url, max_size=None) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["event"] == "pusher:connection_established"
+        for size in (10, 400, 600, 3000, 9000):
+            await ws.send(json.dumps({"event": "pusher:ping", "data": "x" * size}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["event"] == "pusher:pong"
+        await ws.close()
+    assert ws.close_code == 1000
+    compiled = _speedups.using_extensions()
+    assert freed == ([2048 - 768] if compiled else [0])
+    (transport,) = transports
+    assert (transport.request is None and transport.response is None) == compiled
+
+
+async def test_upgrade_with_a_partial_frame_keeps_the_buffer(inproc_server: Any) -> None:
+    """Bytes of a frame that arrive with the upgrade request stay unread in picows's
+    buffer: it is not shrunk then, and the frame completes with the next read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", inproc_server.port)
+    try:
+        frame = json.dumps({"event": "pusher:ping", "data": {}}).encode()
+        masked = bytes([0x81, 0x80 | len(frame)]) + b"\0\0\0\0" + frame
+        writer.write(
+            f"GET /app/{APP_KEY}?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode() + masked[:5]
+        )
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        got = b""
+        while b"connection_established" not in got:
+            got += await asyncio.wait_for(reader.read(4096), 10)
+        writer.write(masked[5:])
+        got = b""
+        while b"pusher:pong" not in got:
+            got += await asyncio.wait_for(reader.read(4096), 10)
+    finally:
+        writer.close()

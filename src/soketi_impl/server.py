@@ -118,6 +118,9 @@ def _metrics_line(server: Server) -> str:
 
 
 async def _serve(config: Config) -> int:
+    from . import memdebug
+
+    memdebug.install(asyncio.get_running_loop())  # SOKETI_IMPL_MEMDEBUG only
     server = Server(config)
     # soketi always listens on its metrics port: probes expect /ready there.
     server.service.serve_metrics_port = True
