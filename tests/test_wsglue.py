@@ -89,10 +89,13 @@ async def test_upgrade_shrinks_read_buffer_and_drops_leftovers(inproc_server: An
     from soketi_impl.twins import _speedups
 
     freed: list[int] = []
+    dropped: list[int] = []
     transports: list[Any] = []
     shrink, drop = wslistener.shrink_read_buffer, wslistener.drop_handshake_leftovers
+    drop_more = wslistener.drop_protocol_leftovers
     monkeypatch.setattr(wslistener, "shrink_read_buffer", lambda ws: freed.append(shrink(ws)) or freed[-1])
     monkeypatch.setattr(wslistener, "drop_handshake_leftovers", lambda t: transports.append(t) or drop(t))
+    monkeypatch.setattr(wslistener, "drop_protocol_leftovers", lambda ws: dropped.append(drop_more(ws)) or 0)
     url = f"ws://127.0.0.1:{inproc_server.port}/app/{APP_KEY}?protocol=7"
     async with connect(url, max_size=None) as ws:
         assert json.loads(await asyncio.wait_for(ws.recv(), 10))["event"] == "pusher:connection_established"
@@ -103,6 +106,14 @@ async def test_upgrade_shrinks_read_buffer_and_drops_leftovers(inproc_server: An
     assert ws.close_code == 1000
     compiled = _speedups.using_extensions()
     assert freed == ([2048 - 768] if compiled else [0])
+    assert dropped == ([2] if compiled else [0])  # the handshake future and key
+    # picows still saw the disconnect (it asks the swapped future): the core forgot the socket
+    app = next(iter(inproc_server.pusher.apps.values()))
+    for _ in range(100):
+        if not len(app.sockets):
+            break
+        await asyncio.sleep(0.05)
+    assert len(app.sockets) == 0
     (transport,) = transports
     assert (transport.request is None and transport.response is None) == compiled
 

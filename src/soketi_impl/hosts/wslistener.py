@@ -31,6 +31,7 @@ from ..router import Router
 from ..twins._wsglue import (
     data_payload,
     drop_handshake_leftovers,
+    drop_protocol_leftovers,
     shrink_idle_buffers,
     shrink_read_buffer,
 )
@@ -266,8 +267,10 @@ def hand_off(transport: Any, data: bytes, router: Router, path: str, socket_id: 
         buf[:n] = view[:n]
         ws.buffer_updated(n)
         view = view[n:]
-    # Out of picows's callbacks now: its 2 KiB read buffer, idle, can shrink (~1.3 KB).
+    # Out of picows's callbacks now: its 2 KiB read buffer, idle, can shrink (~1.3 KB),
+    # and its finished handshake future and client-side key can go (~200 bytes).
     shrink_read_buffer(ws)
+    drop_protocol_leftovers(ws)
 
 
 #: Request paths seen lately, each kept once: clients of one app mostly connect with

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
         IDLE_WRITE_BUFFER,
         data_payload,
         drop_handshake_leftovers,
+        drop_protocol_leftovers,
         shrink_idle_buffers,
         shrink_read_buffer,
     )
@@ -21,10 +22,11 @@ else:
     IDLE_WRITE_BUFFER = _mod.IDLE_WRITE_BUFFER
     data_payload = _mod.data_payload
     drop_handshake_leftovers = _mod.drop_handshake_leftovers
+    drop_protocol_leftovers = _mod.drop_protocol_leftovers
     shrink_idle_buffers = _mod.shrink_idle_buffers
     shrink_read_buffer = _mod.shrink_read_buffer
 
 __all__ = [
     "IDLE_READ_BUFFER", "IDLE_WRITE_BUFFER", "data_payload", "drop_handshake_leftovers",
-    "shrink_idle_buffers", "shrink_read_buffer",
+    "drop_protocol_leftovers", "shrink_idle_buffers", "shrink_read_buffer",
 ]

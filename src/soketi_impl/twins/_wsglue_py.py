@@ -14,7 +14,7 @@ from picows import WSMsgType
 
 __all__ = [
     "IDLE_READ_BUFFER", "IDLE_WRITE_BUFFER", "data_payload", "drop_handshake_leftovers",
-    "shrink_idle_buffers", "shrink_read_buffer",
+    "drop_protocol_leftovers", "shrink_idle_buffers", "shrink_read_buffer",
 ]
 
 #: Capacity the compiled twin leaves picows's per-connection write buffer with.
@@ -30,6 +30,11 @@ IDLE_READ_BUFFER = 768
 
 def shrink_read_buffer(ws: Any) -> int:
     """Shrink an idle picows read buffer; returns bytes freed (always 0 here)."""
+    return 0
+
+
+def drop_protocol_leftovers(ws: Any) -> int:
+    """Let go of a picows protocol's unused objects; returns how many (always 0 here)."""
     return 0
 
 
