@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from picows import WSListener, WSMsgType, ws_create_server
-from picows.picows import _make_test_ws_frame  # type: ignore[attr-defined]  # not in picows's stubs
+from picows import WSAutoPingStrategy, WSListener, WSMsgType, ws_create_server
+from picows.picows import WSProtocol, _make_test_ws_frame  # type: ignore[attr-defined]  # not in picows's stubs
 from websockets.asyncio.client import connect
 
 from conftest import APP_KEY
@@ -140,3 +142,20 @@ async def test_upgrade_with_a_partial_frame_keeps_the_buffer(inproc_server: Any)
             got += await asyncio.wait_for(reader.read(4096), 10)
     finally:
         writer.close()
+
+
+async def test_protocol_left_alone_before_the_upgrade(twin: Callable[[str], ModuleType]) -> None:
+    """Before an upgrade the read buffer is not shrunk and the pending handshake future
+    stays; anything but a picows WSProtocol is left alone."""
+    glue = twin("wsglue")
+    ws = WSProtocol(
+        None, None, False, lambda request: None, logging.getLogger("test_wsglue"), True, 5.0,
+        False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, False, 1024, None, 2048,
+    )
+    compiled = glue.__name__.endswith("_c")
+    assert glue.shrink_read_buffer(object()) == 0 and glue.drop_protocol_leftovers(object()) == 0
+    assert glue.shrink_read_buffer(ws) == 0  # the parser still waits for the upgrade request
+    assert glue.drop_protocol_leftovers(ws) == (1 if compiled else 0)  # the key; not the pending future
+    assert glue.drop_protocol_leftovers(ws) == 0
+    futures = [r for r in gc.get_referents(ws) if isinstance(r, asyncio.Future)]
+    assert len(futures) == 1 and not futures[0].done()

@@ -16,6 +16,8 @@ twin's C routine (eight ASCII bytes at a time), before one copy into ``bytes``.
 import asyncio
 import gc
 
+from picows.picows import WSProtocol as _WSProtocol  # its fields are not in picows's .pxd
+
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Realloc
 from cpython.object cimport PyObject
@@ -38,7 +40,7 @@ cdef Py_ssize_t _SIMD_SLACK = 256
 IDLE_READ_BUFFER = _IDLE_READ
 # Where WSProtocol keeps three of its fields, in pointer-sized words from the
 # object's start: found once, from the first one seen (0: not found, left alone).
-cdef object _protocol_type = None
+cdef bint _learned = False
 cdef Py_ssize_t _read_buffer_word = 0
 cdef Py_ssize_t _handshake_word = 0
 cdef Py_ssize_t _key_word = 0
@@ -126,14 +128,14 @@ cdef int _learn_layout(object ws) except -1:
     them, and for the read buffer two checks of the fields picows declares around it
     (a parser state before, the write position after).
     """
-    global _protocol_type, _read_buffer_word, _handshake_word, _key_word
+    global _learned, _read_buffer_word, _handshake_word, _key_word
     bufs, futs = [], []
     for ref in gc.get_referents(ws):
         if type(ref) is MemoryBuffer:
             bufs.append(ref)
         elif isinstance(ref, asyncio.Future):
             futs.append(ref)
-    _protocol_type = type(ws)
+    _learned = True
     _read_buffer_word = _handshake_word = _key_word = 0
     cdef PyObject** words = <PyObject**><void*>ws
     cdef Py_ssize_t i, pos
@@ -151,7 +153,7 @@ cdef int _learn_layout(object ws) except -1:
     # words after the handshake future, past ``_http_max_size`` (16 KiB, checked
     # before the key's word is read at all).
     i = _handshake_word
-    if i and (<Py_ssize_t*>words)[i + 1] == 16 * 1024:
+    if i and i + 2 < type(ws).__basicsize__ // sizeof(void*) and (<Py_ssize_t*>words)[i + 1] == 16 * 1024:
         key = <object>words[i + 2]
         if type(key) is bytes and len(<bytes>key) == 24:
             _key_word = i + 2
@@ -182,10 +184,10 @@ cpdef int drop_protocol_leftovers(object ws) except -1:
     the client-side handshake key it makes on the server too is dropped (only a client
     reads it). About 200 bytes per connection. Returns how many objects were let go.
     """
-    if _protocol_type is None:
-        _learn_layout(ws)
-    if type(ws) is not _protocol_type:
+    if type(ws) is not _WSProtocol:
         return 0
+    if not _learned:
+        _learn_layout(ws)
     cdef PyObject** words = <PyObject**><void*>ws
     cdef int n = 0
     cdef object fut
@@ -210,9 +212,11 @@ cpdef Py_ssize_t shrink_read_buffer(object ws) except -1:
     picows grows the buffer again on demand (it doubles when a read fills it), so a
     client that sends more than 512 bytes at once costs one reallocation.
     """
-    if _protocol_type is None:
+    if type(ws) is not _WSProtocol:
+        return 0
+    if not _learned:
         _learn_layout(ws)
-    if _read_buffer_word == 0 or type(ws) is not _protocol_type:
+    if _read_buffer_word == 0:
         return 0
     cdef PyObject** words = <PyObject**><void*>ws
     cdef PyObject* p = words[_read_buffer_word]
