@@ -639,6 +639,24 @@ def test_membership_semantics(env: Env) -> None:
     assert t.broadcast("x", b"m") == 1
 
 
+def test_one_member_channel(env: Env) -> None:
+    """A channel with one sink keeps no container: the same answers, exclude and closed too."""
+    t = env.table
+    (a, ra), (b, _) = env.sink(), env.sink()
+    assert t.add("solo", a) is True and t.add("solo", a) is False
+    assert t.count("solo") == 1 and t.sinks("solo") == [a] and "solo" in t
+    assert t.remove("solo", b) is False and t.count("solo") == 1  # not a member
+    assert t.broadcast("solo", b"x", exclude=a) == 0
+    assert t.broadcast("solo", b"y", exclude=b) == 1
+    env.outbox.flush()
+    assert ra.writes == [ref_frame(b"y")]
+    assert env.stats.ws_messages_sent == 1 and env.stats.ws_bytes_sent == len(ref_frame(b"y"))
+    a.close()
+    assert t.broadcast("solo", b"z") == 0
+    assert t.remove("solo", a) is True and "solo" not in t and t.sinks("solo") == []
+    assert t.remove("solo", a) is False
+
+
 def test_many_members(env: Env) -> None:
     sinks = [env.sink()[0] for _ in range(2000)]
     for s in sinks:

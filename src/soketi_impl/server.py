@@ -187,6 +187,9 @@ async def _serve_worker(config: Config) -> int:
 async def _serve(config: Config) -> int:
     if config.mode == "worker":
         return await _serve_worker(config)
+    from . import memdebug
+
+    memdebug.install(asyncio.get_running_loop())  # SOKETI_IMPL_MEMDEBUG only
     server = Server(config)
     # soketi always listens on its metrics port: probes expect /ready there.
     server.service.serve_metrics_port = True

@@ -19,6 +19,7 @@ Per connection this keeps eight slots and no other object (see ``__slots__``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -27,7 +28,13 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in pic
 
 from ..connection import Connection
 from ..router import Router
-from ..twins._wsglue import data_payload, shrink_idle_buffers
+from ..twins._wsglue import (
+    data_payload,
+    drop_handshake_leftovers,
+    drop_protocol_leftovers,
+    shrink_idle_buffers,
+    shrink_read_buffer,
+)
 
 __all__ = ["MAX_FRAGMENTS", "MAX_WRITE_BUFFER", "PusherListener", "hand_off", "wire_close_code"]
 
@@ -131,14 +138,9 @@ class PusherListener(WSListener):
     def on_ws_connected(self, transport: Any) -> None:
         """picows: the handshake is done; register the connection with the router."""
         self.transport = transport
-        # picows keeps the upgrade request and response on the transport for the
-        # connection's lifetime; their header maps are ~1.5 KB per connection that
-        # nothing reads after the handshake.
-        for message in (transport.request, transport.response):
-            if message is not None:
-                message.headers = message.version = None
-                if message is transport.request:
-                    message.path = message.method = None
+        # picows keeps the upgrade request and response, a weak proxy and a future on
+        # the transport for the connection's lifetime; nothing uses them from here on.
+        drop_handshake_leftovers(transport)
         shrink_idle_buffers(transport)  # picows's 1 KiB write buffer sits idle: ~1 KB back
         # The listener itself is the raw writer (``__call__``): no bound method to keep.
         self.conn = Connection(self.socket_id, self, path=self.path, raw_write=self)
@@ -243,9 +245,14 @@ def hand_off(transport: Any, data: bytes, router: Router, path: str, socket_id: 
     pings itself, under its write-buffer bound. ``opts`` is the front door's options.
     """
 
+    path = _shared_path(path)
+
     def factory(request: Any) -> PusherListener:
         return PusherListener(router, path, socket_id, opts.max_frame_size)
 
+    # uvloop keeps the bound data_received of the last plain protocol a transport had;
+    # a shared stand-in in between lets the front door's shell go (~240 bytes each).
+    transport.set_protocol(_DETACHED)
     ws = WSProtocol(
         None, None, False, factory, _picows_log, True, opts.handshake_timeout,
         False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE, False,
@@ -260,6 +267,39 @@ def hand_off(transport: Any, data: bytes, router: Router, path: str, socket_id: 
         buf[:n] = view[:n]
         ws.buffer_updated(n)
         view = view[n:]
+    # Out of picows's callbacks now: its 2 KiB read buffer, idle, can shrink (~1.3 KB),
+    # and its finished handshake future and client-side key can go (~200 bytes).
+    shrink_read_buffer(ws)
+    drop_protocol_leftovers(ws)
+
+
+#: Request paths seen lately, each kept once: clients of one app mostly connect with
+#: the same ``/app/KEY?protocol=7&client=js&version=...``, ~100 bytes a connection.
+_PATHS: dict[str, str] = {}
+_MAX_PATHS = 256
+
+
+def _shared_path(path: str) -> str:
+    """One ``str`` object for equal request paths (a bounded table, emptied when full)."""
+    shared = _PATHS.get(path)
+    if shared is None:
+        if len(_PATHS) >= _MAX_PATHS:
+            _PATHS.clear()
+        _PATHS[path] = shared = path
+    return shared
+
+
+def _discard(data: bytes) -> None:
+    """Input for a transport between two protocols: none arrives (the switch is synchronous)."""
+
+
+class _Detached(asyncio.Protocol):
+    """Stand-in protocol: its ``data_received`` is one function, not a bound method."""
+
+    data_received = staticmethod(_discard)
+
+
+_DETACHED = _Detached()
 
 
 def _is_utf8(data: bytes) -> bool:

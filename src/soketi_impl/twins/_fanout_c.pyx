@@ -314,8 +314,10 @@ cdef class Sink:
 cdef class ChannelTable:
     """Channel name -> its sinks, in insertion order; broadcast frames once.
 
-    Each channel is a dict used as an ordered set (O(1) add/remove, iteration with
-    ``PyDict_Next``); a channel that loses its last sink is deleted.
+    A channel with one sink maps to that sink (no container: most channels of
+    most applications have one subscriber); from the second sink on, to a dict
+    used as an ordered set (O(1) add/remove, iteration with ``PyDict_Next``). A
+    channel that loses its last sink is deleted.
     """
 
     def __init__(self, Stats stats not None):
@@ -330,7 +332,12 @@ cdef class ChannelTable:
         cdef dict members
         cdef Py_ssize_t n
         if p is NULL:
-            self._channels[channel] = {sink: None}
+            self._channels[channel] = sink
+            return True
+        if isinstance(<object>p, Sink):
+            if <object>p is sink:
+                return False
+            self._channels[channel] = {<object>p: None, sink: None}
             return True
         members = <dict>p
         # One hash operation: the size tells whether the key was new (re-setting
@@ -347,6 +354,11 @@ cdef class ChannelTable:
         cdef dict members
         if p is NULL:
             return False
+        if isinstance(<object>p, Sink):
+            if <object>p is not sink:
+                return False
+            del self._channels[channel]
+            return True
         members = <dict>p
         if members.pop(sink, _MISSING) is _MISSING:
             return False
@@ -357,12 +369,16 @@ cdef class ChannelTable:
     cpdef Py_ssize_t count(self, object channel) except -1:
         """Number of sinks in ``channel`` (closed ones included)."""
         members = self._channels.get(channel)
-        return 0 if members is None else len(<dict>members)
+        if members is None:
+            return 0
+        return 1 if isinstance(members, Sink) else len(<dict>members)
 
     cpdef list sinks(self, object channel):
         """The sinks of ``channel``, in the order they were added."""
         members = self._channels.get(channel)
-        return [] if members is None else list(<dict>members)
+        if members is None:
+            return []
+        return [members] if isinstance(members, Sink) else list(<dict>members)
 
     cpdef list channels(self):
         """Names of the non-empty channels."""
@@ -396,7 +412,18 @@ cdef class ChannelTable:
         p = PyDict_GetItem(self._channels, channel)
         if p is NULL:
             return 0
-        cdef dict members = <dict>p
+        cdef dict members
+        if isinstance(<object>p, Sink):
+            sink = <Sink>p
+            if sink is exclude or sink.closed:
+                return 0
+            frame = frame_text(payload) if sink._write is not None else payload
+            sink._queue(frame)
+            stats.deliveries += 1
+            stats.ws_messages_sent += 1
+            stats.ws_bytes_sent += PyBytes_GET_SIZE(frame)
+            return 1
+        members = <dict>p
         while PyDict_Next(members, &pos, &key, &value):
             sink = <Sink>key
             if sink is exclude or sink.closed:

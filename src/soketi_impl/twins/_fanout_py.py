@@ -308,8 +308,10 @@ class Sink:
 class ChannelTable:
     """Channel name -> its sinks, in insertion order; broadcast frames once.
 
-    Each channel is a dict used as an ordered set (O(1) add/remove, fast
-    iteration); a channel that loses its last sink is deleted.
+    A channel with one sink maps to that sink (no container: most channels of
+    most applications have one subscriber); from the second sink on, to a dict
+    used as an ordered set (O(1) add/remove, fast iteration). A channel that
+    loses its last sink is deleted.
     """
 
     __slots__ = ("_channels", "_stats")
@@ -317,7 +319,7 @@ class ChannelTable:
     def __init__(self, stats: Stats) -> None:
         if not isinstance(stats, Stats):
             raise TypeError("stats must be a Stats")
-        self._channels: dict[str, dict[Sink, None]] = {}
+        self._channels: dict[str, Sink | dict[Sink, None]] = {}
         self._stats = stats
 
     def add(self, channel: str, sink: Sink) -> bool:
@@ -326,7 +328,12 @@ class ChannelTable:
             raise TypeError("add(channel: str, sink: Sink)")
         members = self._channels.get(channel)
         if members is None:
-            self._channels[channel] = {sink: None}
+            self._channels[channel] = sink
+            return True
+        if isinstance(members, Sink):
+            if members is sink:
+                return False
+            self._channels[channel] = {members: None, sink: None}
             return True
         if sink in members:
             return False
@@ -338,6 +345,11 @@ class ChannelTable:
         if type(channel) is not str or not isinstance(sink, Sink):
             raise TypeError("remove(channel: str, sink: Sink)")
         members = self._channels.get(channel)
+        if isinstance(members, Sink):
+            if members is not sink:
+                return False
+            del self._channels[channel]
+            return True
         if members is None or sink not in members:
             return False
         del members[sink]
@@ -348,12 +360,16 @@ class ChannelTable:
     def count(self, channel: str) -> int:
         """Number of sinks in ``channel`` (closed ones included)."""
         members = self._channels.get(channel)
-        return 0 if members is None else len(members)
+        if members is None:
+            return 0
+        return 1 if isinstance(members, Sink) else len(members)
 
     def sinks(self, channel: str) -> list[Sink]:
         """The sinks of ``channel``, in the order they were added."""
         members = self._channels.get(channel)
-        return [] if members is None else list(members)
+        if members is None:
+            return []
+        return [members] if isinstance(members, Sink) else list(members)
 
     def channels(self) -> list[str]:
         """Names of the non-empty channels."""
@@ -381,10 +397,11 @@ class ChannelTable:
         members = self._channels.get(channel)
         if members is None:
             return 0
+        group: tuple[Sink] | dict[Sink, None] = (members,) if isinstance(members, Sink) else members
         frame: bytes | None = None
         n = 0
         nbytes = 0
-        for sink in members:
+        for sink in group:
             if sink is exclude or sink.closed:
                 continue
             if sink._write is not None:

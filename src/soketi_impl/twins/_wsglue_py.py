@@ -1,7 +1,8 @@
 """picows glue, pure-Python twin of ``_wsglue_c``.
 
 Python cannot reach picows's C buffers, so here :func:`shrink_idle_buffers` does
-nothing and says so by returning 0. :func:`data_payload` reads the frame through
+nothing and says so by returning 0, and :func:`drop_handshake_leftovers` only
+empties the upgrade request and response. :func:`data_payload` reads the frame through
 picows's Python API and gives the same answers as the compiled twin.
 """
 
@@ -11,7 +12,10 @@ from typing import Any
 
 from picows import WSMsgType
 
-__all__ = ["IDLE_WRITE_BUFFER", "data_payload", "shrink_idle_buffers"]
+__all__ = [
+    "IDLE_READ_BUFFER", "IDLE_WRITE_BUFFER", "data_payload", "drop_handshake_leftovers",
+    "drop_protocol_leftovers", "shrink_idle_buffers", "shrink_read_buffer",
+]
 
 #: Capacity the compiled twin leaves picows's per-connection write buffer with.
 IDLE_WRITE_BUFFER = 64
@@ -20,8 +24,35 @@ _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 
 
+#: Capacity the compiled twin leaves an idle picows read buffer with.
+IDLE_READ_BUFFER = 768
+
+
+def shrink_read_buffer(ws: Any) -> int:
+    """Shrink an idle picows read buffer; returns bytes freed (always 0 here)."""
+    return 0
+
+
+def drop_protocol_leftovers(ws: Any) -> int:
+    """Let go of a picows protocol's unused objects; returns how many (always 0 here)."""
+    return 0
+
+
 def shrink_idle_buffers(transport: Any) -> int:
     """Give back the idle part of a picows transport's write buffer; returns bytes freed."""
+    return 0
+
+
+def drop_handshake_leftovers(transport: Any) -> int:
+    """What Python can do of the compiled twin's work: the transport's slots are
+    read-only here, so empty the upgrade request and response (their header maps
+    are ~1.5 KB per connection that nothing reads after the upgrade). Returns 0:
+    no object is let go."""
+    for message in (transport.request, transport.response):
+        if message is not None:
+            message.headers = message.version = None
+            if message is transport.request:
+                message.path = message.method = None
     return 0
 
 
