@@ -671,6 +671,8 @@ def main() -> None:
             k: v for k, v in vars(a).items() if k not in ("client", "server_pid", "cafile", "out")
         },
         "method": __doc__,
+        # the compiled twins the server ran with (run.py's machine_info looks one level up)
+        "extensions": sorted(p.name for p in (REPO / "src" / "soketi_impl").rglob("*.so")),
     }
     with tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
         pki = make_pki(Path(tmp), a.key_type)
