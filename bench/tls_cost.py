@@ -281,7 +281,10 @@ async def client_main(a: argparse.Namespace) -> dict[str, Any]:
                 errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
     async def open_all(n: int) -> None:
-        await asyncio.wait_for(asyncio.gather(*(open_one() for _ in range(n))), a.timeout)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(open_one() for _ in range(n))), a.timeout)
+        except asyncio.TimeoutError:
+            errors.append(f"not every connection was open after {a.timeout} s (--timeout)")
 
     out: dict[str, Any] = {"mode": a.client, "variant": "tls" if ctx else "plain"}
     if a.client == "handshake":
@@ -433,7 +436,12 @@ async def publish_loop(
 
 
 def server_env(variant: str, port: int, pki: dict[str, str]) -> dict[str, str]:
-    extra = {"PYTHONPATH": str(REPO / "src")}
+    # the metrics port is always served: keep it on loopback too, beside the main port
+    extra = {
+        "PYTHONPATH": str(REPO / "src"),
+        "SOKETI_METRICS_HOST": "127.0.0.1",
+        "SOKETI_METRICS_SERVER_PORT": str(port + 1000),
+    }
     if variant == "tls":
         extra.update(
             SOKETI_SSL_CERT=pki["cert"], SOKETI_SSL_KEY=pki["key"], SOKETI_SSL_PASS=PASSPHRASE
