@@ -257,7 +257,7 @@ async def client_main(a: argparse.Namespace) -> dict[str, Any]:
 
     transports: list[Any] = []
     errors: list[str] = []
-    open_ms = array("q")
+    open_us = array("q")  # µs from connect to subscription_succeeded
     sem = asyncio.Semaphore(a.inflight)
 
     async def open_one() -> None:
@@ -276,7 +276,7 @@ async def client_main(a: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.wait_for(listener.established, 10)
                 transport.send(WSMsgType.TEXT, subscribe)
                 await asyncio.wait_for(listener.subscribed, 10)
-                open_ms.append((time.monotonic_ns() - t0) // 1000)
+                open_us.append((time.monotonic_ns() - t0) // 1000)
             except Exception as exc:  # counted and reported, the run goes on
                 errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
@@ -291,8 +291,8 @@ async def client_main(a: argparse.Namespace) -> dict[str, Any]:
         w = Window(a.server_pid)
         await open_all(a.conns)
         out.update(w.result())
-        done = len(open_ms)
-        lat = sorted(open_ms)
+        done = len(open_us)
+        lat = sorted(open_us)
         out.update(
             connections=done,
             errors=len(errors),
@@ -305,7 +305,7 @@ async def client_main(a: argparse.Namespace) -> dict[str, Any]:
         )
     else:
         await open_all(a.subscribers)
-        subscribed = len(open_ms)
+        subscribed = len(open_us)
         out.update(await publish_loop(a, ctx, counting, received, latencies, subscribed))
         out["subscribers"], out["errors"] = subscribed, len(errors)
     out["error_samples"] = sorted(set(errors))[:3]
