@@ -194,6 +194,9 @@ def server_env(port: int, extra: dict[str, str]) -> dict[str, str]:
             # 500 presence members in one channel: above the default limit of 100.
             "SOKETI_PRESENCE_MAX_MEMBERS": "1000",
             "SOKETI_METRICS_ENABLED": "false",
+            # the metrics port (always served: /ready) on loopback, beside the bench port
+            "SOKETI_METRICS_HOST": "127.0.0.1",
+            "SOKETI_METRICS_SERVER_PORT": str(port + 1000),
             "SOKETI_DEBUG": "false",
         }
     )
@@ -759,7 +762,7 @@ def machine_info() -> dict[str, Any]:
     if _cmd_out(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"]):
         versions["soketi_impl_git"] += " + uncommitted changes in src/"
     versions["soketi_impl_extensions"] = ", ".join(
-        sorted(p.name for p in (REPO / "src" / "soketi_impl").glob("*.so"))
+        sorted(p.name for p in (REPO / "src" / "soketi_impl").rglob("*.so"))
     )
     return {
         "cpu_model": model,
