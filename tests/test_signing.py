@@ -197,6 +197,14 @@ def test_other_refusals() -> None:
     refused({**good, "extra": "1"}, body, "Invalid signature")
 
 
+def test_refusals_echo_at_most_64_characters_of_the_input() -> None:
+    params = _signed()
+    for value, echoed in (("v" * 64, "'" + "v" * 64 + "'"), ("w" * 65, "'" + "w" * 64 + "...'")):
+        with pytest.raises(SignatureError) as refused:
+            check_api_request("GET", ["/apps/1/channels"], {**params, "auth_version": value}, b"", KEY, SECRET, time.time())
+        assert echoed in refused.value.message, refused.value.message
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     method=st.sampled_from(["GET", "POST"]),

@@ -137,7 +137,7 @@ def _visit(node: ast.AST, out: list[Point]) -> None:  # noqa: C901 (one switch o
     elif isinstance(node, ast.Constant) and not isinstance(node.value, (str, bytes)) and node.value is not None:
         value = node.value
         if isinstance(value, bool):
-            new_value: object = not value
+            new_value: bool | int | float | None = not value
         elif isinstance(value, int):
             new_value = 1 if value == 0 else value + 1
         elif isinstance(value, float):
@@ -145,7 +145,7 @@ def _visit(node: ast.AST, out: list[Point]) -> None:  # noqa: C901 (one switch o
         else:
             new_value = None
         if new_value is not None:
-            def const(n: ast.Constant = node, v: object = new_value) -> None:
+            def const(n: ast.Constant = node, v: bool | int | float = new_value) -> None:
                 n.value = v
             out.append(Point(node.lineno, f"{value!r} -> {new_value!r}", const))
     for name, value in ast.iter_fields(node):
