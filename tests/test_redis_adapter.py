@@ -654,6 +654,35 @@ async def test_presence_join_when_a_redis_command_fails_then_registers(prefix: s
         await watcher.ws.close()
 
 
+async def test_presence_leave_when_a_redis_command_fails_is_reconciled(prefix: str) -> None:
+    """A member leaves while A's commands fail: Redis still lists it, so once Redis is
+    back the heartbeat's reconciliation removes the stale registration and the other
+    node hears member_removed."""
+    timing = {"heartbeat_interval": 0.1, "dead_after": 5.0}
+    async with _node(prefix, **timing) as a, _node(prefix, **timing) as b:
+        ann = await _Client.open(a.port)
+        assert await ann.join("presence-gone", "ann") == ["ann"]
+        watcher = await _Client.open(b.port)
+        assert sorted(await watcher.join("presence-gone", "watcher")) == ["ann", "watcher"]
+        pipeline = a.pusher.adapter.pipeline
+        pipeline._retry_at = time.monotonic() + 3600  # every command on A fails at once
+        await ann.ws.close()
+        await _wait_for(lambda: not a.pusher.apps[APP_ID].presence)
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=TIMEOUT)
+        key = f"{prefix}soketi#presence#{APP_ID}#presence-gone"
+        try:
+            assert sorted(client.hkeys(key)) == [b"ann", b"watcher"]  # the leave never reached Redis
+            pipeline._retry_at = 0.0  # Redis "back": the stale registration is removed
+            removed = await watcher.recv()
+            assert (removed["event"], json.loads(removed["data"])) == (
+                "pusher_internal:member_removed", {"user_id": "ann"},
+            )
+            assert client.hkeys(key) == [b"watcher"]
+        finally:
+            client.close()
+        await watcher.ws.close()
+
+
 async def test_a_reaped_node_registers_its_members_again_after_reconnecting(prefix: str) -> None:
     proxy = _Proxy()
     await proxy.start()
