@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import APP_ID, base_env, signed_query
+from conftest import APP_ID, base_env, free_port, signed_query
 from hostile import open_raw, read_http_response
 from soketi_impl.config import load_config
 from soketi_impl.hosts.picows import FrontDoor, FrontDoorOptions
@@ -211,3 +211,29 @@ async def test_aiohttp_host_answers_500_on_a_crash_and_503_on_ready_once_stoppin
         if not stopped:
             await pusher.stop()
         await runner.cleanup()
+
+
+async def test_asgi_lifespan_reports_a_failed_start() -> None:
+    """The Redis adapter cannot connect: the ASGI server hears ``lifespan.startup.failed``
+    with the reason (and can exit), instead of serving without its adapter."""
+    from soketi_impl.asgi import create_app
+
+    env = base_env(0, SOKETI_ADAPTER_DRIVER="redis", SOKETI_DB_REDIS_PORT=str(free_port()))
+    app = create_app(load_config(None, environ=env), handle_signals=False)
+    life = _Peer({"type": "lifespan.startup"})
+    await asyncio.wait_for(app({"type": "lifespan"}, life.receive, life.send), 30)
+    assert life.sent[-1]["type"] == "lifespan.startup.failed"
+    assert "Redis" in life.sent[-1]["message"]
+
+
+async def test_asgi_refuses_an_unknown_scope_and_starts_once() -> None:
+    from soketi_impl.asgi import create_app
+
+    app = create_app(load_config(None, environ=base_env(0)), handle_signals=False)
+    with pytest.raises(ValueError, match="unsupported ASGI scope type 'telepathy'"):
+        await app({"type": "telepathy"}, _Peer().receive, _Peer().send)
+    try:
+        await asyncio.wait_for(asyncio.gather(app.start(), app.start(), app.start()), 10)
+        assert await _asgi_get(app, "/ready") == (200, b"OK")
+    finally:
+        await app.stop()
