@@ -212,6 +212,22 @@ async def test_signin_server_to_user_watchlist_and_terminate() -> None:
     ]
 
 
+async def test_a_watcher_that_leaves_is_forgotten() -> None:
+    """The server's accounting: a closed connection leaves no watcher entry behind, and
+    the watched user's comings and goings are no longer sent anywhere for it."""
+    server = make_server()
+    alice, carol = await Client(server).open(), await Client(server).open()
+    for c, uid in ((alice, "alice"), (carol, "carol")):
+        ud = orjson.dumps({"id": uid, "watchlist": ["bob"]}).decode()
+        c.send("pusher:signin", {"auth": sign(f"{c.socket_id}::user::{ud}"), "user_data": ud})
+    app = server.apps[APP]
+    assert set(app.watchers) == {"bob"} and len(app.watchers["bob"]) == 2
+    await alice.conn.close(1000, "bye")  # the framework tells the router "closed"
+    assert len(app.watchers["bob"]) == 1
+    await carol.conn.close(1000, "bye")
+    assert app.watchers == {}
+
+
 async def test_bad_signin_closes_4009() -> None:
     c = await Client(make_server()).open()
     c.send("pusher:signin", {"auth": "k:00", "user_data": '{"id":"1"}'})

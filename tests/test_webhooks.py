@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -575,6 +576,23 @@ async def test_close_does_not_hang_on_a_stuck_receiver(receiver: Receiver) -> No
     assert sender.dropped == 1
     assert sender.sent == 0
     assert sender.queue_depth == 0
+
+
+async def test_a_receiver_that_does_not_answer_in_time_is_a_failure(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.hang = True
+    app = App(webhooks=[Webhook(receiver.url(), ["channel_occupied"])])
+    sender = await started(timeout_s=0.1, first_retry_s=0.05, retry_for_s=0.12)
+    try:
+        with caplog.at_level(logging.WARNING):
+            sender.channel_occupied(app, "ch")
+            await receiver.wait_attempts(1)
+            await asyncio.wait_for(sender.wait_idle(), WAIT)
+    finally:
+        await sender.close(0.1)
+    assert (sender.sent, sender.failed) == (0, 1)
+    assert any("no answer within 0.1 s" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_second_close_returns_after_the_first(receiver: Receiver) -> None:
