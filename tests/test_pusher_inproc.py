@@ -228,6 +228,22 @@ async def test_a_watcher_that_leaves_is_forgotten() -> None:
     assert app.watchers == {}
 
 
+async def test_subscribing_twice_confirms_again_and_changes_nothing() -> None:
+    server = make_server()
+    a = await Client(server).open()
+    for _ in range(2):
+        (ok,) = a.send("pusher:subscribe", {"channel": "public-twice"})
+        # a public channel's confirmation carries no presence payload
+        assert ok["event"] == "pusher_internal:subscription_succeeded" and ok["data"] in ({}, "{}"), ok
+    assert server.apps[APP].table.count("public-twice") == 1
+    data = orjson.dumps({"user_id": "u1"}).decode()
+    auth = sign(f"{a.socket_id}:presence-twice:{data}")
+    for _ in range(2):
+        got = a.send("pusher:subscribe", {"channel": "presence-twice", "auth": auth, "channel_data": data})
+        ok = [m for m in got if m["event"] == "pusher_internal:subscription_succeeded"][-1]
+        assert ok["data"]["presence"]["ids"] == ["u1"], ok
+
+
 async def test_bad_signin_closes_4009() -> None:
     c = await Client(make_server()).open()
     c.send("pusher:signin", {"auth": "k:00", "user_data": '{"id":"1"}'})
