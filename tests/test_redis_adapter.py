@@ -30,7 +30,16 @@ import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import APP_ID, APP_KEY, APP_SECRET, ServerProcess, base_env, free_port, run_server
+from conftest import (
+    APP_ID,
+    APP_KEY,
+    APP_SECRET,
+    ServerProcess,
+    base_env,
+    free_port,
+    run_server,
+    wait_until,
+)
 from soketi_impl.twins import _speedups
 
 TIMEOUT = 5.0
@@ -233,6 +242,9 @@ def test_client_events_and_cache_channels_cross_nodes(
     assert marker(sdk(a), "private-chat", sender, "m1") == []
     # An event on a cache channel, triggered on A, is the cached event on B too.
     sdk(a).trigger("cache-weather", "forecast", "sunny")
+    # B hears of it through pub/sub, after the trigger returned: its API tells when
+    info = wait_until(lambda: sdk(b).channel_info("cache-weather", ["cache"]).get("cache"), TIMEOUT, "B's cache")
+    assert (info["event"], info["data"]) == ("forecast", "sunny") and 0 < info["ttl"] <= 3600
     late = new_sub(b, subs)
     assert late.subscribe("cache-weather")["event"] == "pusher_internal:subscription_succeeded"
     cached = late.recv()
