@@ -672,6 +672,19 @@ async def test_presence_leave_when_a_redis_command_fails_is_reconciled(prefix: s
     node hears member_removed."""
     timing = {"heartbeat_interval": 0.1, "dead_after": 5.0}
     async with _node(prefix, **timing) as a, _node(prefix, **timing) as b:
+        from soketi_impl.pusher import Observer
+
+        told: list[tuple[str, str]] = []
+
+        class Members(Observer):
+            def __init__(self, node: str) -> None:
+                self.node = node
+
+            def member_removed(self, app: Any, channel: str, user_id: str) -> None:
+                told.append((self.node, user_id))
+
+        a.pusher.add_observer(Members("a"))
+        b.pusher.add_observer(Members("b"))
         ann = await _Client.open(a.port)
         assert await ann.join("presence-gone", "ann") == ["ann"]
         watcher = await _Client.open(b.port)
@@ -693,6 +706,12 @@ async def test_presence_leave_when_a_redis_command_fails_is_reconciled(prefix: s
         finally:
             client.close()
         await watcher.ws.close()
+    # One leave, one member_removed for the observers (webhooks, hooks, metrics). Today
+    # A tells it twice: when the leave command fails (presence.py, _left) and again when
+    # the reconciliation removes the stale registration (presence.py, reconcile).
+    ann_told = [t for t in told if t[1] == "ann"]
+    if ann_told != [("a", "ann")]:
+        pytest.xfail(f"member_removed told {ann_told} for one leave (the reconciliation repeats it)")
 
 
 async def test_a_reaped_node_registers_its_members_again_after_reconnecting(prefix: str) -> None:

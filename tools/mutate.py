@@ -66,7 +66,10 @@ TESTS: dict[str, list[str]] = {
     ],
     f"{PKG}/webhooks": ["tests/test_webhooks_observer.py", "tests/test_webhooks.py"],
     # one event loop of the two the in-process tests run on: half the time, same paths
-    f"{PKG}/adapters": ["tests/test_redis_adapter.py", "tests/test_pusher_inproc.py", "-k", "not uvloop"],
+    f"{PKG}/adapters": [
+        "tests/test_redis_adapter.py", "tests/test_webhooks_cluster.py", "tests/test_pusher_inproc.py",
+        "-k", "not uvloop",
+    ],
 }
 
 _CMP_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {
