@@ -193,6 +193,10 @@ def _statement_points(seq: list[ast.AST], i: int, child: ast.stmt, out: list[Poi
         def ret_none(n: ast.Return = child) -> None:
             n.value = ast.Constant(None)
         out.append(Point(child.lineno, "`return x` -> `return None`", ret_none))
+    elif isinstance(child, ast.Assign) and any(
+        isinstance(t, ast.Name) and t.id in ("__all__", "__slots__") for t in child.targets
+    ):
+        return  # deleting these changes no behaviour a test could see
     elif isinstance(child, (ast.Expr, ast.Assign, ast.AugAssign, ast.Delete, ast.Raise)):
         kind = type(child).__name__.lower()
         def to_pass(seq: list[ast.AST] = seq, i: int = i, n: ast.stmt = child) -> None:
