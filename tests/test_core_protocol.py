@@ -485,3 +485,40 @@ async def test_membership_costs_nothing_without_channels() -> None:
     assert sock._channels is None and sock.channel_count() == 0
     peer.send("pusher:unsubscribe", {"channel": "never"})  # harmless
     assert sock.channel_count() == 0
+
+
+# ---------------------------------------------------------------- found by tools/mutate.py
+
+
+async def test_unsubscribing_from_a_channel_never_joined_changes_nothing() -> None:
+    """With one subscription held (stored as a plain name, not a dict), an unsubscribe
+    from another channel must not count as leaving anything."""
+    core = make_core()
+    a, b = Peer(core).open(), Peer(core).open()
+    a.subscribe("news")
+    b.subscribe("news")
+    a.send("pusher:unsubscribe", {"channel": "weather"})
+    a.send("pusher:unsubscribe", {"channel": "weather"})
+    app = core.apps[APP]
+    assert app.table.count("news") == 2 and app.table.count("weather") == 0
+    await core.trigger(APP, ["news"], "still-here", "{}")
+    core.outbox.flush()
+    assert a.events("still-here") and b.events("still-here")
+    a.send("pusher:unsubscribe", {"channel": "news"})
+    assert app.table.count("news") == 1
+
+
+async def test_a_cached_event_is_freed_the_moment_it_expires() -> None:
+    """``lookup`` treats an entry as expired once its deadline is reached; the sweep
+    frees it at that same moment, not one sweep later."""
+    from soketi_impl.pusher import cache
+
+    clock = FakeClock()
+    core = make_core(clock, SOKETI_CHANNEL_CACHE_TTL="30")
+    await core.trigger(APP, ["cache-x"], "ev", "{}")
+    app = core.apps[APP]
+    assert "cache-x" in app.cache
+    clock.advance(29.5)
+    assert cache.sweep(app) == 0 and "cache-x" in app.cache
+    clock.advance(0.5)  # exactly the deadline
+    assert cache.sweep(app) == 1 and app.cache == {}

@@ -43,6 +43,13 @@ def test_out_of_range_numbers_parse(twin: Callable[[str], ModuleType], raw: byte
     assert twin("protocol").raw_data(raw) == raw.decode().split('"data":', 1)[1][:-1]
 
 
+def test_out_of_range_numbers_parse_from_str_too(twin: Callable[[str], ModuleType]) -> None:
+    """The twins take ``str`` frames as well (hosts whose framework decodes text)."""
+    raw = '{"event":"client-é","data":{"n":-1e400,"m":[1e400]}}'
+    assert twin("protocol").parse_client_message(raw) == ("client-é", None, {"n": -BIG, "m": [BIG]})
+    assert twin("protocol").raw_data(raw) == '{"n":-1e400,"m":[1e400]}'
+
+
 @pytest.mark.parametrize(
     "raw",
     [b'{"event":"x","data":1e400e5}', b'{"event":"x","data":--1e400}', b'{"event":"x","data":1e400,}',

@@ -326,6 +326,9 @@ def test_signature_failures(client: Client) -> None:
         (sign_query("POST", EVENTS, None, raw, secret="wrong"), "signature"),
         (sign_query("POST", EVENTS, None, raw, key="other-key"), "auth_key"),
         (sign_query("POST", EVENTS, None, raw, timestamp=int(time.time()) - 601), "auth_timestamp"),
+        # The window is 600 s on both sides: a far-future stamp is a replayable one.
+        (sign_query("POST", EVENTS, None, raw, timestamp=int(time.time()) + 601), "auth_timestamp"),
+        (sign_query("POST", EVENTS, None, raw, timestamp=int(time.time()) + 10**9), "auth_timestamp"),
         (sign_query("POST", EVENTS, None, raw, md5=hashlib.md5(b"other").hexdigest()), "body_md5"),
         (sign_query("POST", EVENTS, None, raw, md5=None), "body_md5"),
         (sign_query("POST", EVENTS, None, raw).rsplit("&auth_signature=", 1)[0], "auth_signature"),

@@ -212,6 +212,38 @@ async def test_signin_server_to_user_watchlist_and_terminate() -> None:
     ]
 
 
+async def test_a_watcher_that_leaves_is_forgotten() -> None:
+    """The server's accounting: a closed connection leaves no watcher entry behind, and
+    the watched user's comings and goings are no longer sent anywhere for it."""
+    server = make_server()
+    alice, carol = await Client(server).open(), await Client(server).open()
+    for c, uid in ((alice, "alice"), (carol, "carol")):
+        ud = orjson.dumps({"id": uid, "watchlist": ["bob"]}).decode()
+        c.send("pusher:signin", {"auth": sign(f"{c.socket_id}::user::{ud}"), "user_data": ud})
+    app = server.apps[APP]
+    assert set(app.watchers) == {"bob"} and len(app.watchers["bob"]) == 2
+    await alice.conn.close(1000, "bye")  # the framework tells the router "closed"
+    assert len(app.watchers["bob"]) == 1
+    await carol.conn.close(1000, "bye")
+    assert app.watchers == {}
+
+
+async def test_subscribing_twice_confirms_again_and_changes_nothing() -> None:
+    server = make_server()
+    a = await Client(server).open()
+    for _ in range(2):
+        (ok,) = a.send("pusher:subscribe", {"channel": "public-twice"})
+        # a public channel's confirmation carries no presence payload
+        assert ok["event"] == "pusher_internal:subscription_succeeded" and ok["data"] in ({}, "{}"), ok
+    assert server.apps[APP].table.count("public-twice") == 1
+    data = orjson.dumps({"user_id": "u1"}).decode()
+    auth = sign(f"{a.socket_id}:presence-twice:{data}")
+    for _ in range(2):
+        got = a.send("pusher:subscribe", {"channel": "presence-twice", "auth": auth, "channel_data": data})
+        ok = [m for m in got if m["event"] == "pusher_internal:subscription_succeeded"][-1]
+        assert ok["data"]["presence"]["ids"] == ["u1"], ok
+
+
 async def test_bad_signin_closes_4009() -> None:
     c = await Client(make_server()).open()
     c.send("pusher:signin", {"auth": "k:00", "user_data": '{"id":"1"}'})

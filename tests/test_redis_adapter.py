@@ -30,7 +30,16 @@ import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import APP_ID, APP_KEY, APP_SECRET, ServerProcess, base_env, free_port, run_server
+from conftest import (
+    APP_ID,
+    APP_KEY,
+    APP_SECRET,
+    ServerProcess,
+    base_env,
+    free_port,
+    run_server,
+    wait_until,
+)
 from soketi_impl.twins import _speedups
 
 TIMEOUT = 5.0
@@ -233,6 +242,9 @@ def test_client_events_and_cache_channels_cross_nodes(
     assert marker(sdk(a), "private-chat", sender, "m1") == []
     # An event on a cache channel, triggered on A, is the cached event on B too.
     sdk(a).trigger("cache-weather", "forecast", "sunny")
+    # B hears of it through pub/sub, after the trigger returned: its API tells when
+    info = wait_until(lambda: sdk(b).channel_info("cache-weather", ["cache"]).get("cache"), TIMEOUT, "B's cache")
+    assert (info["event"], info["data"]) == ("forecast", "sunny") and 0 < info["ttl"] <= 3600
     late = new_sub(b, subs)
     assert late.subscribe("cache-weather")["event"] == "pusher_internal:subscription_succeeded"
     cached = late.recv()
@@ -652,6 +664,54 @@ async def test_presence_join_when_a_redis_command_fails_then_registers(prefix: s
         assert sorted(await b.pusher.presence_users(APP_ID, "presence-fail")) == ["ann", "watcher"]
         await ann.ws.close()
         await watcher.ws.close()
+
+
+async def test_presence_leave_when_a_redis_command_fails_is_reconciled(prefix: str) -> None:
+    """A member leaves while A's commands fail: Redis still lists it, so once Redis is
+    back the heartbeat's reconciliation removes the stale registration and the other
+    node hears member_removed."""
+    timing = {"heartbeat_interval": 0.1, "dead_after": 5.0}
+    async with _node(prefix, **timing) as a, _node(prefix, **timing) as b:
+        from soketi_impl.pusher import Observer
+
+        told: list[tuple[str, str]] = []
+
+        class Members(Observer):
+            def __init__(self, node: str) -> None:
+                self.node = node
+
+            def member_removed(self, app: Any, channel: str, user_id: str) -> None:
+                told.append((self.node, user_id))
+
+        a.pusher.add_observer(Members("a"))
+        b.pusher.add_observer(Members("b"))
+        ann = await _Client.open(a.port)
+        assert await ann.join("presence-gone", "ann") == ["ann"]
+        watcher = await _Client.open(b.port)
+        assert sorted(await watcher.join("presence-gone", "watcher")) == ["ann", "watcher"]
+        pipeline = a.pusher.adapter.pipeline
+        pipeline._retry_at = time.monotonic() + 3600  # every command on A fails at once
+        await ann.ws.close()
+        await _wait_for(lambda: not a.pusher.apps[APP_ID].presence)
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=TIMEOUT)
+        key = f"{prefix}soketi#presence#{APP_ID}#presence-gone"
+        try:
+            assert sorted(client.hkeys(key)) == [b"ann", b"watcher"]  # the leave never reached Redis
+            pipeline._retry_at = 0.0  # Redis "back": the stale registration is removed
+            removed = await watcher.recv()
+            assert (removed["event"], json.loads(removed["data"])) == (
+                "pusher_internal:member_removed", {"user_id": "ann"},
+            )
+            assert client.hkeys(key) == [b"watcher"]
+        finally:
+            client.close()
+        await watcher.ws.close()
+    # One leave, one member_removed for the observers (webhooks, hooks, metrics). Today
+    # A tells it twice: when the leave command fails (presence.py, _left) and again when
+    # the reconciliation removes the stale registration (presence.py, reconcile).
+    ann_told = [t for t in told if t[1] == "ann"]
+    if ann_told != [("a", "ann")]:
+        pytest.xfail(f"member_removed told {ann_told} for one leave (the reconciliation repeats it)")
 
 
 async def test_a_reaped_node_registers_its_members_again_after_reconnecting(prefix: str) -> None:

@@ -73,10 +73,24 @@ def test_port_in_use_fails_with_a_message() -> None:
     assert "cannot listen" in proc.stderr
 
 
-async def test_slow_reader_is_closed_with_4100(inproc_server: object) -> None:
-    """A subscriber that stops reading is cut off instead of growing the server's memory."""
+async def test_slow_reader_is_closed_with_4100(inproc_server: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subscriber that stops reading is cut off instead of growing the server's memory.
+
+    The cut is an abort (the close frame would wait behind megabytes the peer does not
+    read), so the code is not visible on the wire: the host's ``close`` is watched
+    (and called through) to pin that the core asks for 4100.
+    """
+    from soketi_impl.hosts.wslistener import PusherListener
     from soketi_impl.server import Server
 
+    closes: list[int | None] = []
+    real_close = PusherListener.close
+
+    def watched_close(self: PusherListener, code: int | None = None, reason: str | None = None) -> None:
+        closes.append(code)
+        real_close(self, code, reason)
+
+    monkeypatch.setattr(PusherListener, "close", watched_close)
     assert isinstance(inproc_server, Server)
     server = inproc_server
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -101,4 +115,5 @@ async def test_slow_reader_is_closed_with_4100(inproc_server: object) -> None:
             closed = True
             break
     assert closed, "the slow reader was never cut off"
+    assert closes[:1] == [4100], closes
     writer.close()

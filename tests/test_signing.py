@@ -171,6 +171,17 @@ def test_timestamp_outside_the_window_either_side(offset: int) -> None:
         check_api_request("GET", ["/apps/1/channels"], _signed(offset), b"", KEY, SECRET, time.time())
 
 
+def test_timestamp_exactly_600_s_away_is_inside() -> None:
+    """"More than 600 s away" is refused: 600 exactly, either side, is not."""
+    stamp = 1_700_000_000
+    params = sign_api_request(KEY, SECRET, "GET", "/apps/1/channels", timestamp=stamp)
+    for now in (stamp - 600, stamp + 600):
+        check_api_request("GET", ["/apps/1/channels"], params, b"", KEY, SECRET, now)
+    for now in (stamp - 600.5, stamp + 600.5):
+        with pytest.raises(SignatureError, match="600 s"):
+            check_api_request("GET", ["/apps/1/channels"], params, b"", KEY, SECRET, now)
+
+
 @pytest.mark.parametrize("stamp", ["\u00b2", "1\u0663", "\uff11" * 10, "9" * 5000, "", "-5", "1e9", " 1", "0x10"])
 def test_timestamp_garbage_is_a_signature_error(stamp: str) -> None:
     params = _signed()
@@ -195,6 +206,14 @@ def test_other_refusals() -> None:
     refused({**good, "body_md5": "\u00e9" * 32}, body, "body_md5")
     refused(good, body + b" ", "body_md5")
     refused({**good, "extra": "1"}, body, "Invalid signature")
+
+
+def test_refusals_echo_at_most_64_characters_of_the_input() -> None:
+    params = _signed()
+    for value, echoed in (("v" * 64, "'" + "v" * 64 + "'"), ("w" * 65, "'" + "w" * 64 + "...'")):
+        with pytest.raises(SignatureError) as refused:
+            check_api_request("GET", ["/apps/1/channels"], {**params, "auth_version": value}, b"", KEY, SECRET, time.time())
+        assert echoed in refused.value.message, refused.value.message
 
 
 @settings(max_examples=200, deadline=None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -327,6 +328,28 @@ async def test_retries_until_the_receiver_accepts(receiver: Receiver) -> None:
     assert sender.failed == 0
 
 
+async def test_default_backoff_doubles_from_1_s_up_to_60_s(receiver: Receiver) -> None:
+    """The default schedule, pinned without waiting it out: the waits are recorded
+    (and skipped); the receiver refuses nine times."""
+    receiver.fail_first = 9
+    app = App(webhooks=[Webhook(receiver.url(), ["channel_occupied"])])
+    sender = await started()
+    waits: list[float] = []
+
+    async def record(delay: float) -> None:
+        waits.append(delay)
+
+    sender._backoff = record  # type: ignore[method-assign]
+    try:
+        sender.channel_occupied(app, "ch")
+        await receiver.wait_hits(1)
+        await asyncio.wait_for(sender.wait_idle(), WAIT)
+    finally:
+        await sender.close(1.0)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    assert sender.retries == 9 and sender.sent == 1
+
+
 async def test_gives_up_after_retry_for_s(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -553,6 +576,38 @@ async def test_close_does_not_hang_on_a_stuck_receiver(receiver: Receiver) -> No
     assert sender.dropped == 1
     assert sender.sent == 0
     assert sender.queue_depth == 0
+
+
+async def test_a_receiver_that_does_not_answer_in_time_is_a_failure(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.hang = True
+    app = App(webhooks=[Webhook(receiver.url(), ["channel_occupied"])])
+    sender = await started(timeout_s=0.1, first_retry_s=0.05, retry_for_s=0.12)
+    try:
+        with caplog.at_level(logging.WARNING):
+            sender.channel_occupied(app, "ch")
+            await receiver.wait_attempts(1)
+            await asyncio.wait_for(sender.wait_idle(), WAIT)
+    finally:
+        await sender.close(0.1)
+    assert (sender.sent, sender.failed) == (0, 1)
+    assert any("no answer within 0.1 s" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_second_close_returns_after_the_first(receiver: Receiver) -> None:
+    """Two stop paths (a signal and the host's shutdown) may both close the sender:
+    the second returns only once the first is done, not while requests are in flight."""
+    receiver.hang = True
+    app = App(webhooks=[Webhook(receiver.url(), ["channel_occupied"])])
+    sender = await started(timeout_s=60.0)
+    sender.channel_occupied(app, "ch")
+    await receiver.wait_attempts(1)
+    first = asyncio.ensure_future(sender.close(0.3))
+    await asyncio.sleep(0)  # the first close has begun
+    await asyncio.wait_for(sender.close(5.0), WAIT)
+    assert first.done() and sender.dropped == 1
+    await first
 
 
 async def test_close_without_start_drops_the_queue() -> None:
