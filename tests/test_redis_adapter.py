@@ -706,12 +706,9 @@ async def test_presence_leave_when_a_redis_command_fails_is_reconciled(prefix: s
         finally:
             client.close()
         await watcher.ws.close()
-    # One leave, one member_removed for the observers (webhooks, hooks, metrics). Today
-    # A tells it twice: when the leave command fails (presence.py, _left) and again when
-    # the reconciliation removes the stale registration (presence.py, reconcile).
-    ann_told = [t for t in told if t[1] == "ann"]
-    if ann_told != [("a", "ann")]:
-        pytest.xfail(f"member_removed told {ann_told} for one leave (the reconciliation repeats it)")
+    # One leave, one member_removed for the observers (webhooks, hooks, metrics): A told
+    # it when the leave command failed, and the reconciliation does not tell it again.
+    assert [t for t in told if t[1] == "ann"] == [("a", "ann")]
 
 
 async def test_a_reaped_node_registers_its_members_again_after_reconnecting(prefix: str) -> None:

@@ -34,6 +34,9 @@ __all__ = ["DistributedPresence", "member_fact"]
 
 log = logging.getLogger("soketi_impl.redis")
 
+#: the most registrations remembered as told during one Redis outage (see ``_told``)
+_MAX_TOLD = 100_000
+
 #: A user's first connection on this node joins: register it (idempotent, so a
 #: reconciliation can repeat it) and enforce the member limit. Status 1: the user is
 #: new in the channel, and the script PUBLISHes its fact (ARGV[7]) on the app's event
@@ -101,6 +104,17 @@ class DistributedPresence:
         #: joins waiting for their "joined" message, by token
         self.joins: dict[str, PresenceJoin] = {}
         self._tokens = 0
+        #: what this node told its observers on its own while Redis was failing
+        #: (registration field -> True: member_added, False: member_removed), so that
+        #: the reconciliation that follows does not tell it a second time
+        self._told: dict[bytes, bool] = {}
+
+    def _tell_alone(self, field: bytes, added: bool) -> None:
+        told = self._told
+        told.pop(field, None)
+        if len(told) >= _MAX_TOLD:
+            del told[next(iter(told))]  # a very long outage: forget the oldest
+        told[field] = added
 
     def _keys(self, app_id: str, channel: str) -> tuple[str, str, str]:
         members = f"{self.adapter.base}presence#{app_id}#{channel}"
@@ -145,6 +159,7 @@ class DistributedPresence:
                 if join.first_here:
                     a.host.remote_member_added(join.app_id, join.channel, join.user_id, join.user_info)
                     a.host.notify_member_added(join.app_id, join.channel, join.user_id, join.user_info)
+                    self._tell_alone(self.field(join.app_id, join.channel, join.user_id), True)
                 a.host.presence_joined(join, None)
             return
         status, flat = fut.result()
@@ -211,6 +226,8 @@ class DistributedPresence:
             # This node will not (or may not) hear the script's fact.
             a.host.remote_member_removed(app_id, channel, user_id)
         a.host.notify_member_removed(app_id, channel, user_id)
+        if exc is not None:
+            self._tell_alone(self.field(app_id, channel, user_id), False)
 
     # ------------------------------------------------------------------ reconciliation
 
@@ -218,11 +235,12 @@ class DistributedPresence:
         """Make this node's registrations in Redis match the core's local members."""
         a = self.adapter
         a.dirty = False
+        told, self._told = self._told, {}
         existing = set(await a.pipeline.command("HKEYS", a.node_key))
         wanted: dict[bytes, tuple[str, str, str, Any]] = {}
         for app_id, channel, uid, info in a.host.local_members():
             wanted[self.field(app_id, channel, uid)] = (app_id, channel, uid, info)
-        futures: list[tuple[asyncio.Future[Any], tuple[str, str, str, Any], bool]] = []
+        futures: list[tuple[asyncio.Future[Any], tuple[str, str, str, Any], bool, bool]] = []
         for field, (app_id, channel, uid, info) in wanted.items():
             if field not in existing:
                 fut = a.pipeline.command(
@@ -230,21 +248,23 @@ class DistributedPresence:
                     uid, orjson.dumps(info), field, "1", -1,
                     self._events(app_id), member_fact(channel, uid, info, added=True), "", "",
                 )
-                futures.append((fut, (app_id, channel, uid, info), True))
+                futures.append((fut, (app_id, channel, uid, info), True, told.get(field) is not True))
         for field in existing - wanted.keys():
             app_id, channel, uid = orjson.loads(field)
             fut = a.pipeline.command(
                 "EVAL", LEAVE, 3, *self._keys(app_id, channel), uid, field,
                 self._events(app_id), member_fact(channel, uid, added=False),
             )
-            futures.append((fut, (app_id, channel, uid, None), False))
-        for fut, (app_id, channel, uid, info), join in futures:
+            futures.append((fut, (app_id, channel, uid, None), False, told.get(field) is not False))
+        n = len(futures)
+        for fut, (app_id, channel, uid, info), join, tell in futures:
             result = await fut
-            # The scripts published the facts; the observers are ours to tell.
-            if (result[0] if join else result) == 1:
+            # The scripts published the facts; the observers are ours to tell, unless
+            # this node told them already while Redis was failing.
+            if tell and (result[0] if join else result) == 1:
                 if join:
                     a.host.notify_member_added(app_id, channel, uid, info)
                 else:
                     a.host.notify_member_removed(app_id, channel, uid)
-        if futures:
-            log.info("presence reconciled with Redis: %d registrations fixed", len(futures))
+        if n:
+            log.info("presence reconciled with Redis: %d registrations fixed", n)
