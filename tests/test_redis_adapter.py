@@ -646,18 +646,44 @@ async def test_malformed_pubsub_messages_log_one_line_and_the_reader_goes_on(
         await on_a.ws.close()
 
 
+class _FailingBatches:
+    """Put in front of a node's command pipeline client: while ``on``, every batch sent
+    from now on fails as a lost connection does (a batch already in flight still
+    lands, as it would; the failure is the real one, not a flag it could reset)."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.client = pipeline.client
+        self.on = True
+        pipeline.client = self
+
+    def pipeline(self, **options: Any) -> Any:
+        if not self.on:
+            return self.client.pipeline(**options)
+        return _FailedBatch()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+class _FailedBatch:
+    def execute_command(self, *args: Any) -> None:
+        pass
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        raise redis.ConnectionError("injected: Redis is away")
+
+
 async def test_presence_join_when_a_redis_command_fails_then_registers(prefix: str) -> None:
     timing = {"heartbeat_interval": 0.1, "dead_after": 5.0}
     async with _node(prefix, **timing) as a, _node(prefix, **timing) as b:
         watcher = await _Client.open(b.port)
         assert await watcher.join("presence-fail", "watcher") == ["watcher"]
-        pipeline = a.pusher.adapter.pipeline
-        pipeline._retry_at = time.monotonic() + 3600  # every command on A fails at once
+        failing = _FailingBatches(a.pusher.adapter.pipeline)  # every command on A fails
         ann = await _Client.open(a.port)
         # The join is answered from A's own members: the connection is not left waiting.
         assert await ann.join("presence-fail", "ann") == ["ann"]
         assert await a.pusher.presence_users(APP_ID, "presence-fail") == ["ann"]
-        pipeline._retry_at = 0.0  # Redis "back": the heartbeat reconciles A's members
+        failing.on = False  # Redis "back": the heartbeat reconciles A's members
         added = await watcher.recv()
         assert added["event"] == "pusher_internal:member_added"
         assert json.loads(added["data"])["user_id"] == "ann"
@@ -689,15 +715,14 @@ async def test_presence_leave_when_a_redis_command_fails_is_reconciled(prefix: s
         assert await ann.join("presence-gone", "ann") == ["ann"]
         watcher = await _Client.open(b.port)
         assert sorted(await watcher.join("presence-gone", "watcher")) == ["ann", "watcher"]
-        pipeline = a.pusher.adapter.pipeline
-        pipeline._retry_at = time.monotonic() + 3600  # every command on A fails at once
+        failing = _FailingBatches(a.pusher.adapter.pipeline)  # every command on A fails
         await ann.ws.close()
         await _wait_for(lambda: not a.pusher.apps[APP_ID].presence)
         client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=TIMEOUT)
         key = f"{prefix}soketi#presence#{APP_ID}#presence-gone"
         try:
             assert sorted(client.hkeys(key)) == [b"ann", b"watcher"]  # the leave never reached Redis
-            pipeline._retry_at = 0.0  # Redis "back": the stale registration is removed
+            failing.on = False  # Redis "back": the stale registration is removed
             removed = await watcher.recv()
             assert (removed["event"], json.loads(removed["data"])) == (
                 "pusher_internal:member_removed", {"user_id": "ann"},
