@@ -138,17 +138,20 @@ async def test_body_over_the_limit_is_413_without_the_handler(app: PusherASGI) -
     assert http.incoming.qsize() == 1  # it stopped reading past the limit
 
 
-async def test_binary_frame_is_refused_with_1003(app: PusherASGI) -> None:
-    ws = Peer({"type": "websocket.connect"}, {"type": "websocket.receive", "bytes": b"\x00"})
-    scope = {"type": "websocket", "path": f"/app/{APP_KEY}", "query_string": b"", "headers": []}
+async def test_binary_json_is_read_as_text_and_bad_utf8_is_1007(app: PusherASGI) -> None:
+    """As on the picows host (and soketi): JSON in a binary frame is served."""
+    life = Peer({"type": "lifespan.startup"})
+    life_task = await lifespan(app, life)
+    ws = Peer({"type": "websocket.connect"})
+    scope = {"type": "websocket", "path": f"/app/{APP_KEY}", "query_string": b"protocol=7", "headers": []}
     task = asyncio.ensure_future(app(scope, ws.receive, ws.send))
-    closes: list[dict[str, Any]] = []
-    for n in range(1, 4):
-        message = await ws.next_sent(n)
-        if message["type"] == "websocket.close":
-            closes.append(message)
-            break
-    assert closes and closes[0]["code"] == 1003
-    ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1003})
+    assert json.loads((await ws.next_sent(1))["text"])["event"] == "pusher:connection_established"
+    ws.incoming.put_nowait({"type": "websocket.receive", "bytes": b'{"event":"pusher:ping","data":{}}'})
+    assert json.loads((await ws.next_sent(2))["text"])["event"] == "pusher:pong"
+    ws.incoming.put_nowait({"type": "websocket.receive", "bytes": b"\xff\xfe"})
+    closed = await ws.next_sent(3)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1007)
+    ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1007})
     await asyncio.wait_for(task, 5)
-    await app.stop()
+    life.incoming.put_nowait({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(life_task, 10)

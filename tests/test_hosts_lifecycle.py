@@ -142,6 +142,20 @@ class Sub:
         self.ws.close()
 
 
+def test_binary_json_is_text_and_bad_utf8_is_1007(server: ServerProcess) -> None:
+    """Every host reads a binary frame as text, as soketi does; bytes that are not UTF-8: 1007."""
+    sub = Sub(server)
+    try:
+        sub.ws.send(b'{"event":"pusher:ping","data":{}}')  # bytes: a binary frame
+        assert sub.recv()["event"] == "pusher:pong"
+        sub.ws.send(b"\xff\xfe")
+        with pytest.raises(ConnectionClosed) as closed:
+            sub.ws.recv(timeout=TIMEOUT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+    finally:
+        sub.close()
+
+
 def test_dropped_client_leaves_no_ghost(server: ServerProcess) -> None:
     client = sdk(server)
     ghost, stays = Sub(server), Sub(server)

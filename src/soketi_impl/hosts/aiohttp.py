@@ -164,7 +164,7 @@ class AiohttpHost:
                 if message.type == WSMsgType.TEXT:
                     link.receive(message.data)
                 elif message.type == WSMsgType.BINARY:
-                    link.close(1003, "Only text frames are accepted.")
+                    link.receive_binary(message.data)
                 elif message.type == WSMsgType.ERROR:
                     log.debug("socket %s: %r", link.conn.id, ws.exception())
                     break

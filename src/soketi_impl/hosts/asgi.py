@@ -323,12 +323,13 @@ class PusherASGI:
                 kind = message["type"]
                 if kind == "websocket.receive":
                     text = message.get("text")
-                    if text is None:
-                        link.close(1003, "Only text frames are accepted.")
-                    elif len(text) > self.max_message:
+                    data = message.get("bytes") if text is None else None
+                    if len(text if text is not None else data or b"") > self.max_message:
                         link.close(1009, "Message too big.")
-                    else:
+                    elif text is not None:
                         link.receive(text)
+                    else:
+                        link.receive_binary(data or b"")
                 elif kind == "websocket.disconnect":
                     code = message.get("code", 1005)
                     reason = message.get("reason") or None

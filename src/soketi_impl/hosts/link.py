@@ -111,6 +111,16 @@ class Link:
         if not self.closing:
             self.router.feed("message", self.conn, message)
 
+    def receive_binary(self, data: bytes) -> None:
+        """One binary message: read as text, as soketi does (JSON in a binary frame is
+        served); bytes that are not UTF-8 close the connection with 1007."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            self.close(1007, "Text is not valid UTF-8.")
+            return
+        self.receive(text)
+
     def finish(self, code: int | None, reason: str | None = None) -> None:
         """The framework's socket ended (any way at all): tell the core, drop what is queued."""
         if self._timer is not None:
