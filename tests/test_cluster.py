@@ -27,7 +27,18 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from cluster_util import (
-    DRIVERS, TIMEOUT, Client, Sub, cleanup, cluster_env, leftovers, marker, need, new_prefix, sdk, sign,
+    DRIVERS,
+    TIMEOUT,
+    Client,
+    Sub,
+    cleanup,
+    cluster_env,
+    leftovers,
+    marker,
+    need,
+    new_prefix,
+    sdk,
+    sign,
 )
 from conftest import APP_KEY, ServerProcess, base_env, free_port, run_process, run_server
 from soketi_impl.twins import _speedups
