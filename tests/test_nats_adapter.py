@@ -1,0 +1,196 @@
+"""The NATS adapter's own behaviour: NATS taken away and back, malformed messages, silent nodes.
+
+The multi-node suite (events, queries, presence, the SIGKILL crash) runs on every
+adapter in ``test_cluster.py``; this file keeps what only the NATS adapter has.
+NATS with JetStream must run at 127.0.0.1:4222: without it every test here fails
+with a message that says so. Each test uses its own prefix (subjects and presence
+bucket) and deletes its bucket afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+
+from cluster_util import (
+    NATS_HOST,
+    NATS_PORT,
+    TIMEOUT,
+    Client,
+    Proxy,
+    cleanup,
+    need,
+    new_prefix,
+    node,
+    wait_for,
+)
+from conftest import APP_ID, base_env
+
+
+@pytest.fixture(autouse=True)
+def _need_nats() -> None:
+    need("nats")
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    value = new_prefix("nats")
+    try:
+        yield value
+    finally:
+        await cleanup("nats", value)
+
+
+async def test_nats_outage_keeps_local_delivery_and_re_registers_presence(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = Proxy(NATS_HOST, NATS_PORT)
+    await proxy.start()
+    timing = {"heartbeat_interval": 0.1, "dead_after": 0.5, "requests_timeout": 0.5}
+    via_proxy = {"SOKETI_ADAPTER_NATS_SERVERS": f"127.0.0.1:{proxy.port}"}
+    async with node("nats", prefix, env=via_proxy, **timing) as a, node("nats", prefix, **timing) as b:
+        ann, watcher = await Client.open(a.port), await Client.open(b.port)
+        await ann.join("presence-out", "ann")
+        assert sorted(await watcher.join("presence-out", "watcher")) == ["ann", "watcher"]
+        assert json.loads((await ann.recv())["data"])["user_id"] == "watcher"
+
+        with caplog.at_level("WARNING", logger="soketi_impl.nats"):
+            await proxy.cut()  # A is cut off longer than the lease: B reaps it
+            removed = await watcher.recv()
+            assert (removed["event"], json.loads(removed["data"])) == (
+                "pusher_internal:member_removed", {"user_id": "ann"},
+            )
+            assert not a.pusher.adapter.connected
+            # A still delivers locally, answers queries from its own state, and lets
+            # a presence join in with its own members.
+            assert await a.pusher.trigger(APP_ID, ["presence-out"], "local", "1") == 1
+            assert (await ann.recv())["event"] == "local"
+            assert await a.pusher.presence_users(APP_ID, "presence-out") == ["ann"]
+            bob = await Client.open(a.port)
+            assert sorted(await bob.join("presence-out", "bob")) == ["ann", "bob"]
+            assert json.loads((await ann.recv())["data"])["user_id"] == "bob"
+        assert any("NATS at" in r.getMessage() for r in caplog.records)
+
+        await proxy.start()  # A reconnects, watches afresh, registers ann and bob again
+        back: set[str] = set()
+        while back != {"ann", "bob"}:
+            msg = await watcher.recv(timeout=TIMEOUT + 2)
+            if msg["event"] == "pusher_internal:member_added":
+                back.add(json.loads(msg["data"])["user_id"])
+        assert sorted(await b.pusher.presence_users(APP_ID, "presence-out")) == ["ann", "bob", "watcher"]
+
+        async def crossed() -> None:
+            while True:
+                await a.pusher.trigger(APP_ID, ["presence-out"], "back", "2")
+                msg = await watcher.recv()
+                if msg["event"] == "back":
+                    return
+
+        await asyncio.wait_for(crossed(), TIMEOUT)
+        for c in (ann, bob, watcher):
+            await c.ws.close()
+    await proxy.cut()
+
+
+async def test_malformed_messages_log_one_line_and_the_node_goes_on(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with node("nats", prefix) as a:
+        on_a = await Client.open(a.port)
+        await on_a.subscribe("news")
+        adapter = a.pusher.adapter
+        raw = await nats.connect(f"nats://{NATS_HOST}:{NATS_PORT}", connect_timeout=2)
+        try:
+            with caplog.at_level("WARNING", logger="soketi_impl.nats"):
+                for subject, data in [
+                    (adapter.events_subject, b"not json at all"),
+                    (adapter.requests_subject, b'{"id": 1}'),
+                    (adapter.replies_subject, b"[1]"),
+                    (adapter.nodes_subject, b"?what"),
+                ]:
+                    await raw.publish(subject, data)
+                await raw.flush()
+                await wait_for(lambda: adapter.malformed == 4)
+                # A well-formed event from "another node" after them is still delivered.
+                frame = b'{"event":"still-here","channel":"news","data":"1"}'
+                await raw.publish(adapter.events_subject, b'["another-node","%s","news",null,0]\n' % APP_ID.encode() + frame)
+                assert (await on_a.recv())["event"] == "still-here"
+        finally:
+            await raw.close()
+        lines = [r for r in caplog.records if "malformed message" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].exc_info is None  # rate-limited, no traceback
+        await on_a.ws.close()
+
+
+async def test_a_query_answers_when_a_node_stays_silent(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with node("nats", prefix, requests_timeout=0.3) as a:
+        on_a = await Client.open(a.port)
+        await on_a.subscribe("news")
+        adapter = a.pusher.adapter
+        mute = await nats.connect(f"nats://{NATS_HOST}:{NATS_PORT}", connect_timeout=2)
+        try:
+            await mute.publish(adapter.nodes_subject, b"+mute-node")  # a live node that never answers
+            await mute.flush()
+            await wait_for(lambda: adapter.nodes.alive() == 1)
+            with caplog.at_level("INFO", logger="soketi_impl.nats"):
+                started = time.monotonic()
+                assert await a.pusher.channels(APP_ID) == {"news": {"subscription_count": 1}}
+                waited = time.monotonic() - started
+            # Its goodbye: no longer waited for.
+            await mute.publish(adapter.nodes_subject, b"-mute-node")
+            await mute.flush()
+            await wait_for(lambda: adapter.nodes.alive() == 0)
+        finally:
+            await mute.close()
+        assert waited >= 0.3  # it did wait for the silent node, then answered
+        assert any("1 of 2 nodes answered" in r.getMessage() for r in caplog.records)
+        assert adapter.requests._pending == {}
+        await on_a.ws.close()
+
+
+async def test_the_outbox_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    from soketi_impl.adapters.nats import NatsAdapter
+    from soketi_impl.adapters.nats.outbox import MAX_QUEUE
+    from soketi_impl.config import load_config
+
+    adapter = NatsAdapter(load_config(None, environ=base_env(0, SOKETI_ADAPTER_DRIVER="nats")))
+    with caplog.at_level("WARNING", logger="soketi_impl.nats"):
+        for _ in range(MAX_QUEUE + 3):  # no writer runs: nothing leaves the queue
+            adapter.publish(APP_ID, "news", b"{}", None, False)
+    assert adapter.outbox.dropped == 3
+    lines = [r for r in caplog.records if "cross-node delivery is failing" in r.getMessage()]
+    assert len(lines) == 1
+
+
+def test_a_prefix_that_is_no_subject_is_refused() -> None:
+    from soketi_impl.adapters.nats import NatsAdapter
+    from soketi_impl.config import load_config
+    from soketi_impl.errors import ConfigError
+
+    for bad in ("two words", "a.*.b", "a..b", ".lead"):
+        config = load_config(None, environ=base_env(0, SOKETI_ADAPTER_DRIVER="nats", SOKETI_ADAPTER_NATS_PREFIX=bad))
+        with pytest.raises(ConfigError, match="SOKETI_ADAPTER_NATS_PREFIX"):
+            NatsAdapter(config)
+
+
+def test_the_nats_settings_are_read() -> None:
+    from soketi_impl.config import load_config
+
+    cfg = load_config(None, environ=base_env(
+        0, SOKETI_ADAPTER_DRIVER="nats", SOKETI_ADAPTER_NATS_SERVERS='["nats://h1:4222", "h2:4223"]',
+        SOKETI_ADAPTER_NATS_USER="u", SOKETI_ADAPTER_NATS_PASSWORD="p", SOKETI_ADAPTER_NATS_TOKEN="t",
+        SOKETI_ADAPTER_NATS_TIMEOUT="2500", SOKETI_ADAPTER_NATS_REQUESTS_TIMEOUT="800",
+        SOKETI_ADAPTER_NATS_PREFIX="eu.", SOKETI_ADAPTER_NATS_NODES_NUMBER="3",
+    ))
+    assert cfg.warnings == []
+    assert (cfg.adapter_driver, cfg.adapter_nats_servers) == ("nats", ["nats://h1:4222", "h2:4223"])
+    assert (cfg.adapter_nats_user, cfg.adapter_nats_password, cfg.adapter_nats_token) == ("u", "p", "t")
+    assert (cfg.adapter_nats_timeout_ms, cfg.adapter_nats_requests_timeout_ms) == (2500, 800)
+    assert (cfg.adapter_nats_prefix, cfg.adapter_nats_nodes_number) == ("eu.", 3)
+    single = load_config(None, environ=base_env(0, SOKETI_ADAPTER_NATS_SERVERS="127.0.0.1:4222"))
+    assert single.adapter_nats_servers == ["127.0.0.1:4222"]
