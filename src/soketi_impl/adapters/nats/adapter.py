@@ -113,6 +113,7 @@ class NatsAdapter(Adapter):
         self.nodes = Nodes(self)
         self._tasks: list[asyncio.Task[Any]] = []
         self._resyncing: asyncio.Task[None] | None = None
+        self._resync_lock = asyncio.Lock()
         self._closed = False
         self._last_error: BaseException | None = None
         self._warn = Throttle()
@@ -186,7 +187,7 @@ class NatsAdapter(Adapter):
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        await self.presence.cancel()
+        await self.presence.settle(self.requests_timeout)
         if self._resyncing is not None:
             self._resyncing.cancel()
         if self.connected:
@@ -211,11 +212,14 @@ class NatsAdapter(Adapter):
 
     async def resync(self) -> None:
         """Watch the bucket afresh (after a reconnection), then reconcile this node's members."""
-        try:
-            await self.store.resync()
-            self.presence.dirty = True
-        except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            self._warn_failing(exc)
+        if self._resync_lock.locked():
+            return  # one is under way
+        async with self._resync_lock:
+            try:
+                await self.store.resync()
+                self.presence.dirty = True
+            except (NatsError, OSError, asyncio.TimeoutError) as exc:
+                self._warn_failing(exc)
 
     # ------------------------------------------------------------------ nats-py callbacks
 

@@ -111,8 +111,10 @@ class DistributedPresence:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def cancel(self) -> None:
-        """Stop joins and leaves in flight (closing)."""
+    async def settle(self, timeout: float) -> None:
+        """Let the joins and leaves in flight finish (closing), then cancel what is left."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -144,7 +146,7 @@ class DistributedPresence:
                 status, rev = await a.store.mutate(
                     key, lambda u: add_member(u, a.node_id, join.user_id, join.user_info, join.max_members)
                 )
-            except FAILURES as exc:
+            except Exception as exc:  # NATS away, a timeout, a lost race, a bad value: answer locally
                 self._failing("join", exc)
                 host.remote_member_added(join.app_id, join.channel, join.user_id, join.user_info)
                 host.presence_joined(join, None)
@@ -175,7 +177,7 @@ class DistributedPresence:
         await self.locks(key)
         try:
             status, _ = await a.store.mutate(key, lambda u: remove_member(u, a.node_id, user_id))
-        except FAILURES as exc:
+        except Exception as exc:  # as for a join
             self._failing("leave", exc)
             a.host.remote_member_removed(app_id, channel, user_id)
             return

@@ -86,13 +86,20 @@ def _decode(value: bytes | None) -> Users:
     return users
 
 
+async def _quietly_stop(watcher: Any) -> None:
+    try:
+        await watcher.stop()
+    except Exception:  # the connection may be gone: the consumer is ephemeral anyway
+        pass
+
+
 class PresenceStore:
     """The KV bucket, this node's replica of it and the watch that keeps it (one per adapter)."""
 
     def __init__(self, adapter: NatsAdapter) -> None:
         self.adapter = adapter
         self.kv: KeyValue | None = None
-        #: key -> (revision, users); a deleted key keeps its revision (for the next create)
+        #: key -> (revision, users) of every channel with members
         self.replica: dict[str, tuple[int, Users]] = {}
         #: the highest revision the replica reflects
         self.applied = 0
@@ -107,31 +114,37 @@ class PresenceStore:
     # ------------------------------------------------------------------ bucket and watch
 
     async def open(self) -> None:
-        """Bind (or create) the bucket and start watching it; raises what nats-py raises."""
+        """Bind (or create) the bucket and watch it; raises what nats-py raises."""
+        await self.resync()
+
+    async def _bind(self) -> None:
         a = self.adapter
         assert a.js is not None
+        # Every time: a restarted NATS server has lost the memory bucket.
         config = api.KeyValueConfig(bucket=a.bucket, history=1, storage=api.StorageType.MEMORY)
         try:
             self.kv = await a.js.create_key_value(config)
         except BadRequestError:  # exists with another configuration: use it as it is
             self.kv = await a.js.key_value(a.bucket)
-        await self.resync()
 
     async def resync(self) -> None:
         """Watch the bucket afresh; the snapshot's differences with the replica become member events."""
         await self.stop()
-        if self.kv is None:
-            await self.open()
-            return
+        await self._bind()
+        assert self.kv is not None
         watcher = await self.kv.watchall()
         snapshot: dict[str, tuple[int, Users]] = {}
         top = 0
-        while True:
-            entry = await watcher.updates(timeout=self.adapter.requests_timeout + 5)  # type: ignore[no-untyped-call]
-            if entry is None:
-                break
-            top = max(top, entry.revision)
-            snapshot[entry.key] = (entry.revision, self._users(entry))
+        try:
+            while True:
+                entry = await watcher.updates(timeout=self.adapter.requests_timeout + 5)  # type: ignore[no-untyped-call]
+                if entry is None:
+                    break
+                top = max(top, entry.revision)
+                snapshot[entry.key] = (entry.revision, self._users(entry))
+        except BaseException:
+            await _quietly_stop(watcher)
+            raise
         for key in set(self.replica) | set(snapshot):
             rev, users = snapshot.get(key, (0, {}))
             self._set(key, rev, users)
@@ -150,10 +163,7 @@ class PresenceStore:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         if watcher is not None:
-            try:
-                await watcher.stop()
-            except Exception:  # the connection may be gone: the consumer is ephemeral anyway
-                pass
+            await _quietly_stop(watcher)
 
     async def _follow(self, watcher: Any) -> None:
         async for entry in watcher:
@@ -178,9 +188,9 @@ class PresenceStore:
         _, old = self.replica.get(key, (0, {}))
         if users:
             self.replica[key] = (rev, users)
-        elif rev:
-            self.replica[key] = (rev, {})
         else:
+            # Not kept (the replica stays as large as the live channels): the next
+            # write of the key learns the delete marker's revision from NATS.
             self.replica.pop(key, None)
         if old == users:
             return
