@@ -19,6 +19,14 @@ message.
   broadcasts the member event to its subscribers), ``notify_member_*`` (once, on
   one node: observers, webhooks) and, for a join, ``presence_joined`` with the
   member list the joining connection gets.
+- :meth:`Adapter.count_changed` / :meth:`Adapter.count_totals`: cluster-wide counts
+  of two kinds (:data:`CHANNEL`: a channel's subscriptions; :data:`USER`: a user's
+  signed-in connections). The core reports this node's count of a name whenever it
+  changes; the adapter keeps the per-node shares, sums them over the live nodes and
+  reports each change of the total back with :meth:`AdapterHost.count_total_changed`.
+  The core decides from those facts: channel_occupied / channel_vacated (with the
+  debounce), the subscription_count webhook, ``pusher_internal:subscription_count``
+  and watchlist online / offline.
 
 This module imports nothing from :mod:`soketi_impl.pusher`: the core depends on
 adapters, never the other way round.
@@ -26,10 +34,21 @@ adapters, never the other way round.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-__all__ = ["Adapter", "AdapterHost", "LocalAdapter", "PresenceJoin"]
+__all__ = ["CHANNEL", "USER", "Adapter", "AdapterHost", "LocalAdapter", "PresenceJoin", "crosses_zero"]
+
+#: Count kind: the number of subscriptions of a channel (the name is the channel name).
+CHANNEL = "channel"
+#: Count kind: the number of signed-in connections of a user (the name is the user id).
+USER = "user"
+
+
+def crosses_zero(total: int, previous: int) -> bool:
+    """Whether a change of a total from ``previous`` to ``total`` crosses zero (a transition)."""
+    return (previous == 0) != (total == 0)
 
 
 class PresenceJoin:
@@ -102,6 +121,44 @@ class AdapterHost(Protocol):
         """Every presence member on this node: (app id, channel, user id, user_info)."""
         ...
 
+    def count_total_changed(
+        self, app_id: str, kind: str, name: str, total: int, previous: int, origin: bool, at_ms: int
+    ) -> None:
+        """The cluster total of a count changed from ``previous`` to ``total`` (never equal).
+
+        ``kind`` is :data:`CHANNEL` or :data:`USER`. Called:
+
+        - with ``origin=True`` on exactly one node, the node that made the change:
+          the node whose :meth:`Adapter.count_changed` it was, or the node that
+          removed a dead node's shares (see :meth:`Adapter.count_changed`). That
+          node tells the observers (webhooks), so each change reaches them once;
+        - with ``origin=False`` on every other node, but only for a change that
+          crosses zero (:func:`crosses_zero`) or that was reported with
+          ``every_node=True``.
+
+        For one (app, kind, name) every node gets its calls in the order the
+        changes were applied cluster-wide, and the totals chain: each call's
+        ``previous`` is the ``total`` of the change before it (on the nodes that
+        hear every change). ``at_ms`` is when the change was applied, in
+        milliseconds on one clock shared by every node (the adapter's: Redis'
+        ``TIME`` for Redis, the wall clock for one node), so every node computes
+        the same interval between two changes; the core compares it with the
+        webhook debounce window to decide whether a channel came back in time.
+        Called from the event loop, never re-entrantly from inside
+        :meth:`Adapter.count_changed` except by :class:`LocalAdapter`, which calls
+        it synchronously before ``count_changed`` returns.
+        """
+        ...
+
+    def local_counts(self) -> Iterable[tuple[str, str, str, int]]:
+        """Every non-zero count of this node: (app id, kind, name, count).
+
+        The adapter re-registers them when its shares may have been lost (the node
+        was taken for dead while it was only cut off; the other nodes' store lost
+        its data), reporting the resulting changes as usual.
+        """
+        ...
+
 
 class Adapter:
     """The interface; :class:`LocalAdapter` is the one-node implementation."""
@@ -142,9 +199,51 @@ class Adapter:
         """The user's last connection on this node left the presence channel."""
         raise NotImplementedError
 
+    def count_changed(self, app_id: str, kind: str, name: str, local_count: int, every_node: bool = False) -> None:
+        """This node's count of ``name`` (``kind``: :data:`CHANNEL` or :data:`USER`) is now ``local_count``.
+
+        The core calls it each time its own count changes (a subscription added
+        or removed; a connection signed in or out), in order, with the new
+        absolute value (>= 0; 0 withdraws this node's share). The adapter stores
+        this node's share, atomically with computing the cluster total (the sum of
+        the live nodes' shares), and reports the change of the total with
+        :meth:`AdapterHost.count_total_changed` (``origin=True`` here; to the other
+        nodes when it crosses zero, or always when ``every_node``). It never
+        blocks: the result comes later (or at once, :class:`LocalAdapter`).
+
+        ``every_node``: the other nodes must hear this change even when it does
+        not cross zero (the core sends the total to clients on every node:
+        ``pusher_internal:subscription_count``).
+
+        Crash semantics: a node's shares are tied to its liveness, as its
+        presence members are (the same lease). When a node dies without
+        withdrawing, the node that declares it dead removes its shares and reports
+        each resulting change as its own (``origin=True`` there, the usual rules
+        for the other nodes), so a vacated channel or an offline user is then
+        decided. A clean :meth:`close` withdraws this node's shares the same way.
+        While the other nodes cannot be reached, changes are not reported; when
+        they can again, the adapter re-registers :meth:`AdapterHost.local_counts`
+        and reports what that changes.
+        """
+        raise NotImplementedError
+
+    async def count_totals(self, app_id: str, kind: str, names: list[str]) -> list[int]:
+        """The current cluster totals of ``names`` (same order; live nodes only).
+
+        A read, for the core's decisions that need a total it was not told
+        (a watchlist's initial state). When the other nodes cannot be reached,
+        this node's counts are not known here: the adapter answers what it can
+        (at least 0 for each) rather than raising.
+        """
+        raise NotImplementedError
+
 
 class LocalAdapter(Adapter):
-    """One node: nothing to carry; presence is this node's."""
+    """One node: nothing to carry; presence and counts are this node's."""
+
+    def __init__(self) -> None:
+        #: (app id, kind, name) -> this node's (and so the cluster's) count, non-zero only
+        self._counts: dict[tuple[str, str, str], int] = {}
 
     def publish(
         self, app_id: str, channel: str, payload: bytes, except_socket_id: str | None, cache: bool
@@ -167,3 +266,20 @@ class LocalAdapter(Adapter):
         """The user is gone when its last connection here left."""
         self.host.remote_member_removed(app_id, channel, user_id)
         self.host.notify_member_removed(app_id, channel, user_id)
+
+    def count_changed(self, app_id: str, kind: str, name: str, local_count: int, every_node: bool = False) -> None:
+        """The total is this node's count: reported at once (``origin=True``)."""
+        key = (app_id, kind, name)
+        previous = self._counts.get(key, 0)
+        if local_count == previous:
+            return
+        if local_count > 0:
+            self._counts[key] = local_count
+        else:
+            del self._counts[key]
+        self.host.count_total_changed(app_id, kind, name, local_count, previous, True, int(time.time() * 1000))
+
+    async def count_totals(self, app_id: str, kind: str, names: list[str]) -> list[int]:
+        """This node's counts."""
+        counts = self._counts
+        return [counts.get((app_id, kind, n), 0) for n in names]

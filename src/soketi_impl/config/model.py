@@ -73,6 +73,9 @@ class AppConfig:
     enabled: bool = True
     enable_client_messages: bool = False
     enable_user_authentication: bool = False
+    #: subscribers of non-presence channels get ``pusher_internal:subscription_count``
+    #: (the cluster's count) each time it changes (``enableSubscriptionCount``)
+    enable_subscription_count: bool = False
     max_connections: int = -1
     max_client_events_per_second: int = -1
     max_backend_events_per_second: int = -1

@@ -41,6 +41,7 @@ from ..twins._protocol import parse_client_message
 from . import cache, messages
 from .api import InProcessApi
 from .client_events import client_event
+from .counts import DEFAULT_WINDOW_S, Counts
 from .events import Observer
 from .observing import Observers
 from .presence import Presence
@@ -90,6 +91,7 @@ class PusherServer(InProcessApi):
         self.subscriptions = Subscriptions(self)
         self.presence = Presence(self)
         self.users = Users(self)
+        self.counts = Counts(self, getattr(webhooks, "debounce_s", DEFAULT_WINDOW_S))
         for app_config in config.apps:
             self.add_app(app_config)
         self._outbox: Outbox | None = None
@@ -227,6 +229,10 @@ class PusherServer(InProcessApi):
     def _close_now(self, sock: Socket, code: int, message: str) -> None:
         sock.sink.close()
         self._spawn(sock.conn.close(code, message))
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background; shutdown waits for it within the grace period."""
+        self._spawn(coro)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

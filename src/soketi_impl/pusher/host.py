@@ -3,7 +3,7 @@
 :class:`AdapterCallbacks` is mixed into :class:`~soketi_impl.pusher.PusherServer`
 and implements :class:`~soketi_impl.adapters.base.AdapterHost`: the adapter reports
 facts (a frame from another node, a member added or removed, the answer to a
-presence join) and these methods turn them into messages for this node's
+presence join, a changed cluster total) and these methods turn them into messages for this node's
 connections. Delivery is one C broadcast per frame (``ChannelTable.broadcast``).
 """
 
@@ -21,6 +21,7 @@ from .state import AppState
 if TYPE_CHECKING:
     from ..adapters.base import Adapter
     from ..config import Config
+    from .counts import Counts
     from .observing import Observers
     from .presence import Presence
 
@@ -35,6 +36,7 @@ class AdapterCallbacks:
     config: Config
     observers: Observers
     presence: Presence
+    counts: Counts
 
     # ------------------------------------------------------------------ delivery
 
@@ -114,3 +116,13 @@ class AdapterCallbacks:
             for channel in list(app.presence)
             for uid, info in local_members(app, channel).items()
         ]
+
+    def count_total_changed(
+        self, app_id: str, kind: str, name: str, total: int, previous: int, origin: bool, at_ms: int
+    ) -> None:
+        """A cluster total changed (see :meth:`AdapterHost.count_total_changed`; decided in :mod:`.counts`)."""
+        self.counts.total_changed(app_id, kind, name, total, previous, origin, at_ms)
+
+    def local_counts(self) -> Iterable[tuple[str, str, str, int]]:
+        """Every non-zero count of this node: (app id, kind, name, count)."""
+        return self.counts.local_counts()

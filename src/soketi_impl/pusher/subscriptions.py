@@ -5,7 +5,9 @@ connection's channel limit, then either enters the channel at once or, for
 presence channels, after the adapter answered the join (:mod:`.presence`).
 Entering a channel puts the connection's sink in the app's broadcast table,
 sends ``subscription_succeeded`` (and the cached event of a cache channel) and
-tells the observers.
+tells the observers; this node's new count goes to the adapter, and the
+cluster-wide decisions (occupied, vacated, subscription counts) are made on the
+total it reports (:mod:`.counts`).
 """
 
 from __future__ import annotations
@@ -103,11 +105,12 @@ class Subscriptions:
         app = sock.app
         assert app is not None
         core = self.core
-        occupied = policy.tabled and app.table.add(channel, sock.sink) and app.table.count(channel) == 1
+        added = policy.tabled and app.table.add(channel, sock.sink)
         sock.send(succeeded)
+        if added:
+            # occupied, subscription_count: decided on the cluster total (see .counts)
+            core.counts.channel_changed(app, channel)
         observers = core.observers
-        if occupied and observers:
-            observers.tell("channel_occupied", app.config, channel)
         if policy.cache:
             cached = cache.lookup(app, channel)
             if cached is not None:
@@ -118,8 +121,6 @@ class Subscriptions:
                     observers.tell("cache_miss", app.config, channel)
         if observers:
             observers.tell("subscribed", app.config, sock.id, channel)
-            if policy.counted:
-                observers.tell("subscription_count", app.config, channel, app.table.count(channel))
 
     def on_unsubscribe(self, sock: Socket, _channel: str | None, data: Any) -> None:
         """``pusher:unsubscribe``."""
@@ -139,13 +140,8 @@ class Subscriptions:
         removed = policy.tabled and app.table.remove(channel, sock.sink)
         if policy.presence:
             self.core.presence.leave(sock, channel)
-        observers = self.core.observers
-        if observers:
-            cfg = app.config
-            if removed or not policy.tabled:
-                observers.tell("unsubscribed", cfg, sock.id, channel)
-            if removed:
-                if channel not in app.table:
-                    observers.tell("channel_vacated", cfg, channel)
-                if policy.counted:
-                    observers.tell("subscription_count", cfg, channel, app.table.count(channel))
+        if (removed or not policy.tabled) and self.core.observers:
+            self.core.observers.tell("unsubscribed", app.config, sock.id, channel)
+        if removed:
+            # vacated, subscription_count: decided on the cluster total (see .counts)
+            self.core.counts.channel_changed(app, channel)

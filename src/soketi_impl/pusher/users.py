@@ -3,7 +3,8 @@
 A signed-in connection's sink is in the broadcast table under
 ``#server-to-user-{user id}`` from sign-in to sign-out, so the in-process and HTTP
 APIs reach every connection of a user with one broadcast. A watchlist names users
-whose online/offline changes the connection hears (``watchlist_events``).
+whose online/offline changes the connection hears (``watchlist_events``): a user
+is online while it has a signed-in connection on any node (:mod:`.counts`).
 Sign-in failures close the connection with 4009, as Pusher does.
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from ..adapters.base import USER
 from ..signing import check_auth, user_auth_string
 from . import messages
 from .channels import MAX_USER_ID_LENGTH, SERVER_TO_USER_PREFIX
@@ -33,6 +35,9 @@ class Users:
 
     def __init__(self, core: PusherServer) -> None:
         self.core = core
+        #: sockets whose watchlist waits for the cluster totals -> users whose change they
+        #: were told meanwhile (the correction must not undo it)
+        self._told: dict[Socket, set[str]] = {}
 
     def on_signin(self, sock: Socket, _channel: str | None, data: Any) -> None:
         """``pusher:signin``: check the signature and the user data, then sign in."""
@@ -83,7 +88,6 @@ class Users:
         sock.user_id = uid
         sock.auth_deadline = 0.0
         conns = app.users.get(uid)
-        first = conns is None
         if conns is None:
             conns = app.users[uid] = set()
         conns.add(sock)
@@ -93,12 +97,15 @@ class Users:
             sock.watchlist = watchlist
             for w in watchlist:
                 app.watchers.setdefault(w, set()).add(sock)
+            offline = [w for w in watchlist if w not in app.users]
             sock.send(messages.watchlist_events(
-                online=[w for w in watchlist if w in app.users],
-                offline=[w for w in watchlist if w not in app.users],
+                online=[w for w in watchlist if w in app.users], offline=offline,
             ))
-        if first:
-            self._notify_watchers(app, uid, online=True)
+            if offline:
+                # online on other nodes only: the cluster totals tell, a moment later
+                self.core.spawn(self._online_elsewhere(sock, watchlist, offline))
+        # online / offline for the watchers: decided on the cluster total (see .counts)
+        self.core.counts.user_changed(app, uid)
         if self.core.observers:
             self.core.observers.tell("signed_in", app.config, sock.id, uid)
 
@@ -116,7 +123,7 @@ class Users:
             conns.discard(sock)
             if not conns:
                 del app.users[uid]
-                self._notify_watchers(app, uid, online=False)
+            self.core.counts.user_changed(app, uid)
 
     def unwatch(self, sock: Socket) -> None:
         """Stop watching the users of ``sock``'s watchlist."""
@@ -130,10 +137,30 @@ class Users:
                     del app.watchers[uid]
         sock.watchlist = None
 
-    def _notify_watchers(self, app: AppState, uid: str, *, online: bool) -> None:
+    async def _online_elsewhere(self, sock: Socket, watchlist: list[str], offline: list[str]) -> None:
+        """Correct a new watchlist's state with the users signed in on other nodes only."""
+        app = sock.app
+        assert app is not None
+        told = self._told[sock] = set()
+        try:
+            totals = await self.core.adapter.count_totals(app.config.id, USER, offline)
+        finally:
+            if self._told.get(sock) is told:
+                del self._told[sock]
+        if sock.closing or sock.watchlist is not watchlist:
+            return
+        online = [w for w, n in zip(offline, totals) if n > 0 and w not in app.users and w not in told]
+        if online:
+            sock.send(messages.watchlist_events(online=online))
+
+    def notify_watchers(self, app: AppState, uid: str, *, online: bool) -> None:
+        """Tell this node's watchers of ``uid`` that it came online or went offline (cluster-wide)."""
         watchers = app.watchers.get(uid)
         if watchers:
             payload = messages.watchlist_events(online=[uid]) if online else messages.watchlist_events(offline=[uid])
+            told = self._told
             for watcher in watchers:
                 if not watcher.closing:
                     watcher.send(payload)
+                    if told and watcher in told:
+                        told[watcher].add(uid)

@@ -74,15 +74,27 @@ When Redis goes away
     sends no RST). Events published while Redis was away are not replayed (Redis
     pub/sub keeps nothing).
 
+Counts
+    A channel's subscriptions and a user's signed-in connections are counted
+    across nodes (:mod:`.counts`): each node stores its share in
+    ``{prefix}count#{app}#{kind}#{name}`` through a Lua script that computes the
+    total before and after, and PUBLISHes the change as a fact (to every node
+    when the total crosses zero or the app wants subscription counts on every
+    node, else to the node that made it). The core decides occupied, vacated
+    (the debounce too, across nodes), subscription_count and watchlist events
+    from those facts (:mod:`soketi_impl.pusher.counts`). The heartbeat's reaper
+    removes a dead node's shares with its presence members; a closing node
+    withdraws its shares and waits for the facts that follow.
+
 Cache channels are cached on every node (each node stores the event it receives),
 so ``info=cache`` and late subscribers see the last event wherever they connect.
-The channel_occupied / channel_vacated / subscription_count webhooks and the
-user watchlist stay per node. Apps are those of the configuration at start.
+Apps are those of the configuration at start.
 
 Modules: :mod:`.adapter` (the class, life cycle), :mod:`.pipeline` (ordered
 pipelined commands), :mod:`.pubsub` (the reader and the wire formats),
 :mod:`.requests` (node-to-node queries), :mod:`.presence` (distributed presence and
-reconciliation), :mod:`.heartbeat` (heartbeat and reaping).
+reconciliation), :mod:`.counts` (cluster-wide counts), :mod:`.heartbeat`
+(heartbeat and reaping).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from ...config import Config
 from ...errors import SoketiError
 from ..base import Adapter, PresenceJoin
+from .counts import DistributedCounts
 from .heartbeat import Heartbeat
 from .pipeline import CommandPipeline, quietly
 from .presence import DistributedPresence
@@ -70,6 +71,7 @@ class RedisAdapter(Adapter):
         self.replies_channel = (self.base + "replies#" + self.node_id).encode()
         self.nodes_key = self.base + "nodes"
         self.node_key = self.base + "node#" + self.node_id
+        self.count_node_key = self.base + "ncount#" + self.node_id
         #: pub/sub channel -> app id
         self.app_channels: dict[bytes, str] = {}
         self.sub_client: Any = None
@@ -80,11 +82,14 @@ class RedisAdapter(Adapter):
         self.reader = Reader(self)
         self.requests = Requests(self)
         self.presence = DistributedPresence(self)
+        self.counts = DistributedCounts(self)
         self.heartbeat = Heartbeat(self)
         #: [reader, writer, heartbeat] once started
         self._tasks: list[asyncio.Task[Any] | asyncio.Future[Any]] = []
         self._subscribed = False
         self._closed = False
+        #: set by the reader when our "drain" message comes back (see :meth:`_drain`)
+        self.drained: asyncio.Event | None = None
 
     def _mark_dirty(self) -> None:
         self.dirty = True
@@ -141,26 +146,47 @@ class RedisAdapter(Adapter):
         self._tasks[0] = asyncio.get_running_loop().create_task(self.reader.run(None))
 
     async def close(self) -> None:
-        """Withdraw this node (its members leave, with member_removed), then disconnect."""
+        """Withdraw this node (its members leave, with member_removed; its count shares
+        leave, with the facts that follow), then disconnect."""
         if self._closed or self.pipeline.client is None:
             return
         self._closed = True
         writer = self._tasks[1] if len(self._tasks) > 1 else None
-        for task in self._tasks:
-            if task is not writer:
-                task.cancel()
+        reader = self._tasks[0] if self._tasks else None
+        for task in self._tasks[2:]:
+            task.cancel()
         if writer is not None:
             try:
                 # What was queued (leaves of the closing connections) goes first.
                 await asyncio.wait_for(self.pipeline.command("PING"), 2.0)
                 reply = await asyncio.wait_for(self.pipeline.command(*self.heartbeat.args(beat=False)), 2.0)
                 self.heartbeat.reap(reply)
-                await asyncio.wait_for(self.pipeline.command("PING"), 2.0)
+                await self._drain()
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("could not withdraw this node from Redis at %s: %s", self.address, exc)
             writer.cancel()
+        if reader is not None:
+            reader.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._close_clients()
+
+    async def _drain(self) -> None:
+        """Wait until the reader has dispatched what our last commands published.
+
+        The count facts of this node's last changes (the leaves of its closing
+        connections, its withdrawal) come back through pub/sub, and this node is
+        their origin: it tells its observers (webhooks) before it goes.
+        """
+        if not self._subscribed:
+            await asyncio.wait_for(self.pipeline.command("PING"), 2.0)
+            return
+        self.drained = asyncio.Event()
+        await asyncio.wait_for(self.pipeline.command("PUBLISH", self.replies_channel, b"drain"), 2.0)
+        try:
+            await asyncio.wait_for(self.drained.wait(), 2.0)
+        except asyncio.TimeoutError:
+            log.warning("closing: the Redis subscriber connection did not catch up within 2 s; "
+                        "count changes of the last moment may not be reported")
 
     async def _close_clients(self) -> None:
         for client in (self.pipeline.client, self.sub_client):
@@ -187,3 +213,11 @@ class RedisAdapter(Adapter):
     def presence_leave(self, app_id: str, channel: str, user_id: str) -> None:
         """Withdraw the member from Redis (see :mod:`.presence`)."""
         self.presence.leave(app_id, channel, user_id)
+
+    def count_changed(self, app_id: str, kind: str, name: str, local_count: int, every_node: bool = False) -> None:
+        """Store this node's share in Redis; the total's change comes back as a fact (see :mod:`.counts`)."""
+        self.counts.change(app_id, kind, name, local_count, every_node)
+
+    async def count_totals(self, app_id: str, kind: str, names: list[str]) -> list[int]:
+        """The totals in Redis (zeros when Redis does not answer in ``requests_timeout``)."""
+        return await self.counts.totals(app_id, kind, names)

@@ -6,12 +6,16 @@ Channels (all under ``{redis_key_prefix}{adapter_redis_prefix}soketi#``):
     ``[node, channel, except socket id, cache]\\n<frame>``: an event another node
     published (a node skips its own); or a member fact
     ``{"m": "+"|"-", "c": channel, "u": user id, "i": user_info}`` from a
-    presence script (every node, this one included, acts on it).
+    presence script (every node, this one included, acts on it); or a count fact
+    ``{"k": kind, "c": name, "t": total, "p": previous, "o": origin node, "a": at_ms}``
+    (:mod:`.counts`).
 ``requests``
     a query from another node (:mod:`.requests`).
 ``replies#{node id}``
-    ``beat`` (the heartbeat's liveness probe), ``[token, status, members]`` from a
-    join script (:mod:`.presence`), or ``{"id", "data"}``, an answer to our query.
+    ``beat`` (the heartbeat's liveness probe), ``drain`` (a closing node's last
+    message to itself: everything before it was dispatched), ``[token, status, members]`` from a
+    join script (:mod:`.presence`), a count fact for this node only (with its
+    ``"app"``), or ``{"id", "data"}``, an answer to our query.
 
 The reader reconnects with backoff when the connection drops. A malformed message
 is skipped with one warning line (no traceback), at most one every 10 s.
@@ -92,9 +96,15 @@ class Reader:
             elif channel == a.replies_channel:
                 if data == b"beat":
                     return
+                if data == b"drain":  # the closing node's last message to itself
+                    if a.drained is not None:
+                        a.drained.set()
+                    return
                 reply = orjson.loads(data)
                 if isinstance(reply, list):  # [token, status, members] from a join script
                     a.presence.on_joined(str(reply[0]), int(reply[1]), reply[2])
+                elif "k" in reply:  # a count fact for this node only
+                    a.counts.on_fact(reply.get("app"), reply)
                 else:
                     a.requests.on_reply(reply)
             elif channel == a.requests_channel:
@@ -113,6 +123,9 @@ class Reader:
         host = self.adapter.host
         if data[:1] == b"{":
             fact = orjson.loads(data)
+            if "k" in fact:
+                self.adapter.counts.on_fact(app_id, fact)
+                return
             channel, user_id = fact["c"], fact["u"]
             if not isinstance(channel, str) or not isinstance(user_id, str):
                 raise ValueError("a member fact needs a channel and a user id")

@@ -1,0 +1,308 @@
+"""Cluster-wide webhooks and counts with two real server nodes (Redis adapter).
+
+occupied once when a channel's first subscriber anywhere arrives, vacated once
+after the last one anywhere left (and after the 3 s debounce, which a reload onto
+the other node also cancels), a node killed with SIGKILL leaving the totals when
+its lease runs out, ``subscription_count`` webhooks and
+``pusher_internal:subscription_count`` with the cluster total on both nodes, and
+watchlist online / offline across nodes. Real WebSocket clients, a real webhook
+receiver.
+
+Nodes get their adapter from :func:`cluster_env` (environment variables) and, for
+the in-process survivor of the SIGKILL test, :func:`cluster_adapter` (short
+lease timings): the one place that names the adapter, so this suite can be
+parametrised over adapters. Every test has its own key prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import signal
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from conftest import APP_KEY, APP_SECRET, base_env, run_server
+from soketi_impl.adapters.base import Adapter
+from soketi_impl.config import Config, load_config
+from soketi_impl.pusher import Observer
+from soketi_impl.server import Server
+from test_redis_adapter import _delete_keys, _need_redis  # noqa: F401  (autouse: fails clearly without Redis)
+from test_server_webhooks_metrics import Receiver, recv_event, start_receiver
+
+TIMEOUT = 10.0
+HOOKS = ["channel_occupied", "channel_vacated", "subscription_count"]
+
+
+def cluster_env(prefix: str) -> dict[str, str]:
+    """The environment that makes a node join the cluster under ``prefix``."""
+    return {"SOKETI_ADAPTER_DRIVER": "redis", "SOKETI_DB_REDIS_KEY_PREFIX": prefix}
+
+
+def cluster_adapter(config: Config, *, heartbeat_interval: float, dead_after: float) -> Adapter:
+    """The cluster adapter with its lease timings (in-process nodes only)."""
+    from soketi_impl.adapters.redis import RedisAdapter
+
+    return RedisAdapter(config, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    name = f"cc-{uuid.uuid4().hex[:10]}:"
+    yield name
+    _delete_keys(name)
+
+
+class Told(Observer):
+    """What one node's core tells its observers about occupation (before any debounce)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.changed = asyncio.Event()
+
+    def channel_occupied(self, app: Any, channel: str) -> None:
+        self.calls.append(("channel_occupied", channel))
+        self.changed.set()
+
+    def channel_vacated(self, app: Any, channel: str) -> None:
+        self.calls.append(("channel_vacated", channel))
+        self.changed.set()
+
+    async def wait_for(self, call: tuple[str, str]) -> None:
+        async def loop() -> None:
+            while call not in self.calls:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(loop(), TIMEOUT)
+
+
+def node_env(url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """A node's settings beyond the test app's: the webhook receiver and the cluster."""
+    hooks = [{"url": url, "event_types": HOOKS}]
+    return {"SOKETI_DEFAULT_APP_WEBHOOKS": json.dumps(hooks), **cluster_env(prefix), **extra}
+
+
+@contextlib.asynccontextmanager
+async def node(url: str, prefix: str, adapter: dict[str, float] | None = None, **extra: str) -> AsyncIterator[Server]:
+    config = load_config(None, environ=base_env(0, **node_env(url, prefix, **extra)))
+    server = Server(config, adapter=cluster_adapter(config, **adapter) if adapter else None)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(0)
+
+
+def told(server: Server) -> Told:
+    return server.pusher.add_observer(Told())
+
+
+class Client:
+    """A raw Pusher WebSocket client."""
+
+    def __init__(self, ws: ClientConnection, socket_id: str) -> None:
+        self.ws, self.socket_id = ws, socket_id
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def on(cls, port: int) -> AsyncIterator[Client]:
+        async with connect(f"ws://127.0.0.1:{port}/app/{APP_KEY}?protocol=7") as ws:
+            established = await recv_event(ws, "pusher:connection_established")
+            yield cls(ws, json.loads(established["data"])["socket_id"])
+
+    async def send(self, event: str, data: Any) -> None:
+        await self.ws.send(json.dumps({"event": event, "data": data}))
+
+    async def subscribe(self, channel: str) -> None:
+        await self.send("pusher:subscribe", {"channel": channel})
+        await self.expect("pusher_internal:subscription_succeeded")
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self.send("pusher:unsubscribe", {"channel": channel})
+
+    async def signin(self, user: dict[str, Any]) -> None:
+        user_data = json.dumps(user)
+        sig = hmac.new(APP_SECRET.encode(), f"{self.socket_id}::user::{user_data}".encode(), hashlib.sha256)
+        await self.send("pusher:signin", {"user_data": user_data, "auth": f"{APP_KEY}:{sig.hexdigest()}"})
+        await self.expect("pusher:signin_success")
+
+    async def expect(self, event: str) -> dict[str, Any]:
+        msg = await asyncio.wait_for(recv_event(self.ws, event), TIMEOUT)
+        if isinstance(msg.get("data"), str):
+            msg["data"] = json.loads(msg["data"])
+        return msg
+
+
+def named(rec: Receiver, name: str, channel: str) -> int:
+    return Counter(rec.names())[(name, channel)]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    rec = Receiver()
+    runner, url = await start_receiver(rec)
+    try:
+        yield rec, url
+    finally:
+        await runner.cleanup()
+
+
+# ---------------------------------------------------------------- occupied and vacated
+
+
+async def test_occupied_once_and_vacated_after_the_last_node_empties(
+    receiver: tuple[Receiver, str], prefix: str
+) -> None:
+    rec, url = receiver
+    async with node(url, prefix) as a, node(url, prefix) as b:
+        told_a, told_b = told(a), told(b)
+        async with Client.on(a.port) as ca, Client.on(b.port) as cb:
+            await ca.subscribe("news")
+            await told_a.wait_for(("channel_occupied", "news"))
+            await cb.subscribe("news")
+            await ca.unsubscribe("news")  # node a is empty; node b still serves the channel
+            # a marker after it on node a: its facts come after news' in Redis order
+            await ca.subscribe("marker")
+            await told_a.wait_for(("channel_occupied", "marker"))
+            assert ("channel_vacated", "news") not in told_a.calls + told_b.calls
+            await cb.unsubscribe("news")
+            await told_b.wait_for(("channel_vacated", "news"))
+            await rec.wait_for(lambda ev: named(rec, "channel_vacated", "news") == 1, timeout=TIMEOUT)
+        assert told_a.calls.count(("channel_occupied", "news")) + told_b.calls.count(("channel_occupied", "news")) == 1
+        assert named(rec, "channel_occupied", "news") == 1
+        assert named(rec, "channel_vacated", "news") == 1
+
+
+async def test_a_reload_onto_the_other_node_within_the_window_sends_nothing(
+    receiver: tuple[Receiver, str], prefix: str
+) -> None:
+    rec, url = receiver
+    async with node(url, prefix) as a, node(url, prefix) as b:
+        async with Client.on(a.port) as ca:
+            await ca.subscribe("reload")
+            await rec.wait_for(lambda ev: named(rec, "channel_occupied", "reload") == 1)
+        # the page reloads and lands on node b, well within the 3 s window
+        async with Client.on(b.port) as cb:
+            await cb.subscribe("reload")
+            # a marker vacated on node a, whose window opens after the reload's would have
+            async with Client.on(a.port) as cm:
+                await cm.subscribe("marker")
+            await rec.wait_for(lambda ev: named(rec, "channel_vacated", "marker") == 1, timeout=TIMEOUT)
+            assert named(rec, "channel_vacated", "reload") == 0
+            assert named(rec, "channel_occupied", "reload") == 1
+        await rec.wait_for(lambda ev: named(rec, "channel_vacated", "reload") == 1, timeout=TIMEOUT)
+    assert named(rec, "channel_occupied", "reload") == 1
+
+
+async def test_a_node_killed_with_sigkill_leaves_the_totals_after_its_lease(
+    receiver: tuple[Receiver, str], prefix: str
+) -> None:
+    rec, url = receiver
+    # The survivor reaps nodes silent for 8 s; the killed node beats every 5 s (the default).
+    async with node(url, prefix, adapter={"heartbeat_interval": 0.2, "dead_after": 8.0}) as a:
+        with run_server(env=node_env(url, prefix)) as b:
+            async with Client.on(a.port) as ca:
+                await ca.subscribe("crash")
+                async with Client.on(b.port) as cb:
+                    await cb.subscribe("crash")
+                    await ca.unsubscribe("crash")  # only node b serves the channel now
+                    await cb.subscribe("marker")
+                    await rec.wait_for(lambda ev: named(rec, "channel_occupied", "marker") == 1)
+                    b.proc.send_signal(signal.SIGKILL)
+                    b.proc.wait(TIMEOUT)
+                    # vacated once the lease ran out (<= 8 s + a beat) and the debounce passed
+                    await rec.wait_for(
+                        lambda ev: {("channel_vacated", "crash"), ("channel_vacated", "marker")} <= set(rec.names()),
+                        timeout=30,
+                    )
+    assert named(rec, "channel_occupied", "crash") == 1
+    assert named(rec, "channel_vacated", "crash") == 1
+    counts = [e["subscription_count"] for e in rec.events if e["name"] == "subscription_count"
+              and e["channel"] == "crash"]
+    assert counts[-1] == 0
+
+
+async def test_a_node_stopping_with_the_last_subscribers_sends_the_vacated(
+    receiver: tuple[Receiver, str], prefix: str
+) -> None:
+    rec, url = receiver
+    async with node(url, prefix):
+        leaving = node(url, prefix)
+        a = await leaving.__aenter__()
+        stopped = False
+        try:
+            async with Client.on(a.port) as ca:
+                await ca.subscribe("leaving")
+                await rec.wait_for(lambda ev: named(rec, "channel_occupied", "leaving") == 1)
+                stopped = True  # node a stops with its subscriber connected
+                await asyncio.wait_for(leaving.__aexit__(None, None, None), TIMEOUT)
+        finally:
+            if not stopped:
+                await leaving.__aexit__(None, None, None)
+        # the stopping node was the origin of the last change: it told its webhooks, which
+        # released the debounced vacated at close
+        await rec.wait_for(lambda ev: named(rec, "channel_vacated", "leaving") == 1, timeout=TIMEOUT)
+
+
+# ---------------------------------------------------------------- subscription counts
+
+
+async def test_subscription_counts_carry_the_cluster_total_on_both_nodes(
+    receiver: tuple[Receiver, str], prefix: str
+) -> None:
+    rec, url = receiver
+    enable = {"SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT": "true"}
+    async with node(url, prefix, **enable) as a, node(url, prefix, **enable) as b:
+        async with Client.on(a.port) as c1, Client.on(b.port) as c2, Client.on(b.port) as c3:
+            await c1.subscribe("counted")
+            assert (await c1.expect("pusher_internal:subscription_count"))["data"] == {"subscription_count": 1}
+            await c2.subscribe("counted")
+            for c in (c1, c2):
+                assert (await c.expect("pusher_internal:subscription_count"))["data"] == {"subscription_count": 2}
+            await c3.subscribe("counted")
+            for c in (c1, c2, c3):
+                assert (await c.expect("pusher_internal:subscription_count"))["data"] == {"subscription_count": 3}
+            await c1.unsubscribe("counted")
+            for c in (c2, c3):
+                assert (await c.expect("pusher_internal:subscription_count"))["data"] == {"subscription_count": 2}
+            await rec.wait_for(lambda ev: len([e for e in ev if e["name"] == "subscription_count"]) >= 4)
+    hooks = [e["subscription_count"] for e in rec.events if e["name"] == "subscription_count"][:4]
+    assert sorted(hooks) == [1, 2, 2, 3]  # one per change, the cluster's total (HTTP order may vary)
+
+
+# ---------------------------------------------------------------- watchlists
+
+
+async def test_watchlist_online_and_offline_across_nodes(receiver: tuple[Receiver, str], prefix: str) -> None:
+    _, url = receiver
+    async with node(url, prefix) as a, node(url, prefix) as b:
+        async with Client.on(b.port) as early:
+            await early.signin({"id": "early"})
+            async with Client.on(a.port) as watcher:
+                await watcher.signin({"id": "w", "watchlist": ["bob", "early"]})
+                first = await watcher.expect("pusher_internal:watchlist_events")
+                assert first["data"]["events"] == [{"name": "offline", "user_ids": ["bob", "early"]}]
+                # signed in on node b only: the cluster's totals correct it
+                again = await watcher.expect("pusher_internal:watchlist_events")
+                assert again["data"]["events"] == [{"name": "online", "user_ids": ["early"]}]
+                async with Client.on(b.port) as bob_b:
+                    await bob_b.signin({"id": "bob"})
+                    online = await watcher.expect("pusher_internal:watchlist_events")
+                    assert online["data"]["events"] == [{"name": "online", "user_ids": ["bob"]}]
+                    async with Client.on(a.port) as bob_a:
+                        await bob_a.signin({"id": "bob"})
+                        await bob_b.ws.close()  # bob is still signed in on node a
+                        await early.ws.close()
+                        offline = await watcher.expect("pusher_internal:watchlist_events")
+                        assert offline["data"]["events"] == [{"name": "offline", "user_ids": ["early"]}]
+                    offline = await watcher.expect("pusher_internal:watchlist_events")
+                    assert offline["data"]["events"] == [{"name": "offline", "user_ids": ["bob"]}]

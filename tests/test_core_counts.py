@@ -1,0 +1,267 @@
+"""Cluster-wide counts in the core: occupied, vacated, subscription counts and watchlists.
+
+No sockets: cores driven through fake native sockets (test_core_protocol.Peer), the
+webhook sender's debounce on a clock the test moves (test_webhooks_observer.FakeTimers),
+and, for several nodes, :class:`MemoryCluster`: an adapter that keeps the per-node
+shares in memory and reports each change exactly as the adapter interface says
+(:meth:`soketi_impl.adapters.base.Adapter.count_changed`), so the core's decisions
+are tested apart from any transport. The same scenarios run over Redis with real
+servers in tests/test_cluster_counts.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from soketi_impl import Router
+from soketi_impl.adapters.base import LocalAdapter, crosses_zero
+from soketi_impl.config import load_config
+from soketi_impl.pusher import PusherServer
+from soketi_impl.webhooks import WebhookSender
+from test_core_protocol import APP, KEY, SECRET, FakeClock, Peer
+from test_webhooks_observer import FakeTimers
+
+HOOKS = ["channel_occupied", "channel_vacated", "subscription_count"]
+
+
+class RecordingSender(WebhookSender):
+    """The real sender (its debounce on fake timers); what it would deliver is recorded."""
+
+    def __init__(self, timers: FakeTimers) -> None:
+        super().__init__(call_later=timers.call_later)
+        self.sent: list[tuple[Any, ...]] = []
+
+    def _enqueue_event(self, app: Any, event: dict[str, Any]) -> None:
+        self.sent.append(tuple(event.values()))
+
+
+class MemoryCluster:
+    """Nodes sharing counts in memory; a killed node's shares are removed by a survivor."""
+
+    def __init__(self, timers: FakeTimers) -> None:
+        self.timers = timers
+        self.nodes: list[MemoryNode] = []
+        self.shares: dict[tuple[str, str, str], dict[MemoryNode, int]] = {}
+
+    def change(self, node: MemoryNode, key: tuple[str, str, str], n: int, every: bool, origin: MemoryNode) -> None:
+        shares = self.shares.setdefault(key, {})
+        previous = sum(shares.values())
+        if n > 0:
+            shares[node] = n
+        else:
+            shares.pop(node, None)
+        total = sum(shares.values())
+        if total == previous:
+            return
+        at_ms = int(self.timers.now * 1000)
+        for other in self.nodes:
+            if other is origin:
+                other.host.count_total_changed(*key, total, previous, True, at_ms)
+            elif every or crosses_zero(total, previous):
+                other.host.count_total_changed(*key, total, previous, False, at_ms)
+
+    def kill(self, node: MemoryNode) -> None:
+        """The node dies without withdrawing; the first survivor reaps its shares."""
+        self.nodes.remove(node)
+        reaper = self.nodes[0]
+        for key, shares in list(self.shares.items()):
+            if node in shares:
+                self.change(node, key, 0, True, reaper)
+
+
+class MemoryNode(LocalAdapter):
+    def __init__(self, cluster: MemoryCluster) -> None:
+        super().__init__()
+        self.cluster = cluster
+        cluster.nodes.append(self)
+
+    def publish(self, app_id: str, channel: str, payload: bytes, except_socket_id: str | None, cache: bool) -> None:
+        for other in self.cluster.nodes:
+            if other is not self:
+                other.host.deliver(app_id, channel, payload, except_socket_id, cache)
+
+    def count_changed(self, app_id: str, kind: str, name: str, local_count: int, every_node: bool = False) -> None:
+        self.cluster.change(self, (app_id, kind, name), local_count, every_node, self)
+
+    async def count_totals(self, app_id: str, kind: str, names: list[str]) -> list[int]:
+        return [sum(self.cluster.shares.get((app_id, kind, n), {}).values()) for n in names]
+
+
+def make_node(timers: FakeTimers, adapter: LocalAdapter | None = None, **env: str) -> tuple[PusherServer, RecordingSender]:
+    base = {
+        "SOKETI_DEFAULT_APP_ID": APP, "SOKETI_DEFAULT_APP_KEY": KEY, "SOKETI_DEFAULT_APP_SECRET": SECRET,
+        "SOKETI_DEFAULT_APP_WEBHOOKS": json.dumps([{"url": "http://127.0.0.1:9/", "event_types": HOOKS}]),
+        **env,
+    }
+    sender = RecordingSender(timers)
+    core = PusherServer(load_config(None, environ=base), Router(), webhooks=sender, adapter=adapter, clock=FakeClock())
+    return core, sender
+
+
+def names(*senders: RecordingSender) -> list[tuple[Any, ...]]:
+    """Every node's recorded webhooks, without subscription_count."""
+    return [e for s in senders for e in s.sent if e[0] != "subscription_count"]
+
+
+def counts_of(peer: Peer, channel: str) -> list[int]:
+    return [m["data"]["subscription_count"] for m in peer.events("pusher_internal:subscription_count")
+            if m["channel"] == channel]
+
+
+# ---------------------------------------------------------------- one node
+
+
+async def test_one_node_occupied_vacated_count_and_reload() -> None:
+    timers = FakeTimers()
+    core, sender = make_node(timers)
+    a, b = Peer(core).open(), Peer(core).open()
+    a.subscribe("news")
+    b.subscribe("news")
+    a.send("pusher:unsubscribe", {"channel": "news"})
+    b.send("pusher:unsubscribe", {"channel": "news"})
+    assert sender.sent == [
+        ("channel_occupied", "news"), ("subscription_count", "news", 1), ("subscription_count", "news", 2),
+        ("subscription_count", "news", 1), ("subscription_count", "news", 0),
+    ]
+    timers.advance(2.9)
+    b.subscribe("news")  # a reload: neither the vacated nor a second occupied
+    timers.advance(10)
+    assert names(sender) == [("channel_occupied", "news")]
+    b.send("pusher:unsubscribe", {"channel": "news"})
+    timers.advance(3)
+    assert names(sender) == [("channel_occupied", "news"), ("channel_vacated", "news")]
+    # no pusher_internal:subscription_count unless the app enables it
+    assert counts_of(a, "news") == [] and counts_of(b, "news") == []
+
+
+async def test_subscription_count_messages_only_when_enabled_and_not_for_presence() -> None:
+    core, _ = make_node(FakeTimers(), SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT="true")
+    a, b = Peer(core).open(), Peer(core).open()
+    a.subscribe("news")
+    b.subscribe("news")
+    b.send("pusher:unsubscribe", {"channel": "news"})
+    core.outbox.flush()
+    assert counts_of(a, "news") == [1, 2, 1]
+    assert counts_of(b, "news") == [2]
+    # after subscription_succeeded, never before it
+    got = [m["event"] for m in b.got if m.get("channel") == "news"]
+    assert got == ["pusher_internal:subscription_succeeded", "pusher_internal:subscription_count"]
+    a.subscribe("presence-room", {"user_id": "u1"})
+    b.subscribe("presence-room", {"user_id": "u2"})
+    core.outbox.flush()
+    assert counts_of(a, "presence-room") == [] and counts_of(b, "presence-room") == []
+
+
+# ---------------------------------------------------------------- two nodes
+
+
+def two_nodes(**env: str) -> tuple[FakeTimers, MemoryCluster, list[tuple[PusherServer, RecordingSender]]]:
+    timers = FakeTimers()
+    cluster = MemoryCluster(timers)
+    nodes = [make_node(timers, MemoryNode(cluster), **env) for _ in range(2)]
+    return timers, cluster, nodes
+
+
+async def test_occupied_once_and_vacated_only_after_the_last_node_empties() -> None:
+    timers, _, [(na, sa), (nb, sb)] = two_nodes()
+    a, b = Peer(na).open(), Peer(nb).open()
+    a.subscribe("news")
+    b.subscribe("news")
+    assert names(sa, sb) == [("channel_occupied", "news")]
+    a.send("pusher:unsubscribe", {"channel": "news"})  # node a is empty, node b is not
+    timers.advance(10)
+    assert names(sa, sb) == [("channel_occupied", "news")]
+    b.send("pusher:unsubscribe", {"channel": "news"})
+    timers.advance(2.9)
+    assert names(sa, sb) == [("channel_occupied", "news")]
+    timers.advance(0.1)
+    assert names(sa, sb) == [("channel_occupied", "news"), ("channel_vacated", "news")]
+    # the webhook counts are the cluster's, each change told once
+    assert [e for s in (sa, sb) for e in s.sent if e[0] == "subscription_count"] == [
+        ("subscription_count", "news", 1), ("subscription_count", "news", 1),  # node a's changes
+        ("subscription_count", "news", 2), ("subscription_count", "news", 0),  # node b's
+    ]
+
+
+async def test_a_reload_onto_the_other_node_within_the_window_sends_nothing() -> None:
+    timers, _, [(na, sa), (nb, sb)] = two_nodes()
+    a = Peer(na).open()
+    a.subscribe("news")
+    a._close(1000, "reload")
+    timers.advance(2.5)
+    b = Peer(nb).open()
+    b.subscribe("news")
+    timers.advance(10)
+    assert names(sa, sb) == [("channel_occupied", "news")]
+    # the channel goes on on node b: its own leave is decided there
+    b.send("pusher:unsubscribe", {"channel": "news"})
+    timers.advance(3)
+    assert names(sa, sb) == [("channel_occupied", "news"), ("channel_vacated", "news")]
+
+
+async def test_back_on_the_other_node_after_the_window_is_a_new_occupation() -> None:
+    timers, _, [(na, sa), (nb, sb)] = two_nodes()
+    a = Peer(na).open()
+    a.subscribe("news")
+    a.send("pusher:unsubscribe", {"channel": "news"})
+    timers.advance(3.5)
+    Peer(nb).open().subscribe("news")
+    assert names(sa) == [("channel_occupied", "news"), ("channel_vacated", "news")]
+    assert names(sb) == [("channel_occupied", "news")]
+
+
+async def test_a_dead_node_leaves_the_totals_and_the_vacated_is_decided() -> None:
+    timers, cluster, [(na, sa), (nb, sb)] = two_nodes()
+    Peer(nb).open().subscribe("news")
+    assert names(sa, sb) == [("channel_occupied", "news")]
+    cluster.kill(cluster.nodes[1])  # node b dies with its subscriber: node a reaps it
+    timers.advance(3)
+    assert names(sa) == [("channel_vacated", "news")]
+
+
+async def test_subscription_count_messages_carry_the_cluster_total_on_every_node() -> None:
+    _, _, [(na, _), (nb, _)] = two_nodes(SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT="true")
+    a, b1, b2 = Peer(na).open(), Peer(nb).open(), Peer(nb).open()
+    a.subscribe("news")
+    b1.subscribe("news")
+    b2.subscribe("news")
+    b1.send("pusher:unsubscribe", {"channel": "news"})
+    na.outbox.flush()
+    nb.outbox.flush()
+    assert counts_of(a, "news") == [1, 2, 3, 2]
+    assert counts_of(b2, "news") == [3, 2]
+
+
+async def test_watchlist_online_and_offline_across_nodes() -> None:
+    _, _, [(na, _), (nb, _)] = two_nodes()
+    watcher = Peer(na).open()
+    watcher.signin({"id": "w", "watchlist": ["bob"]})
+    bob_b = Peer(nb).open()
+    bob_b.signin({"id": "bob"})
+    na.outbox.flush()
+    events = watcher.events("pusher_internal:watchlist_events")
+    assert [e["data"]["events"] for e in events] == [
+        [{"name": "offline", "user_ids": ["bob"]}], [{"name": "online", "user_ids": ["bob"]}],
+    ]
+    bob_a = Peer(na).open()
+    bob_a.signin({"id": "bob"})  # online already: nothing new
+    bob_b._close(1000, "")  # still signed in on node a: nothing new
+    na.outbox.flush()
+    assert len(watcher.events("pusher_internal:watchlist_events")) == 2
+    bob_a._close(1000, "")
+    na.outbox.flush()
+    assert watcher.events("pusher_internal:watchlist_events")[-1]["data"]["events"] == [
+        {"name": "offline", "user_ids": ["bob"]}
+    ]
+
+
+async def test_a_new_watchlist_learns_users_online_on_other_nodes_only() -> None:
+    _, _, [(na, _), (nb, _)] = two_nodes()
+    Peer(nb).open().signin({"id": "bob"})
+    watcher = Peer(na).open()
+    watcher.signin({"id": "w", "watchlist": ["bob", "carol"]})
+    await watcher.settle()
+    assert [e["data"]["events"] for e in watcher.events("pusher_internal:watchlist_events")] == [
+        [{"name": "offline", "user_ids": ["bob", "carol"]}], [{"name": "online", "user_ids": ["bob"]}],
+    ]
