@@ -27,6 +27,7 @@ from ...config import Config
 from ...errors import ConfigError, SoketiError
 from ..base import Adapter, PresenceJoin
 from ..throttle import Throttle
+from .counts import NatsCounts
 from .nodes import Nodes
 from .outbox import Outbox
 from .presence import DistributedPresence
@@ -109,6 +110,7 @@ class NatsAdapter(Adapter):
         self.outbox = Outbox(self)
         self.store = PresenceStore(self)
         self.presence = DistributedPresence(self)
+        self.counts = NatsCounts(self)
         self.requests = Requests(self)
         self.nodes = Nodes(self)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -188,11 +190,15 @@ class NatsAdapter(Adapter):
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         await self.presence.settle(self.requests_timeout)
+        await self.counts.settle(self.requests_timeout)
         if self._resyncing is not None:
             self._resyncing.cancel()
         if self.connected:
             try:
                 await asyncio.wait_for(self.presence.withdraw(), 2 * self.requests_timeout)
+                await asyncio.wait_for(self.counts.reap(self.node_id), 2 * self.requests_timeout)
+                # this node is the origin of those changes: its core hears them from the watch
+                await self.store.wait_applied(self.counts.last_written, self.requests_timeout)
                 self.nodes.beat(alive=False)
                 await self.outbox.flush(2.0)
             except (NatsError, OSError, asyncio.TimeoutError) as exc:
@@ -310,3 +316,11 @@ class NatsAdapter(Adapter):
     def presence_leave(self, app_id: str, channel: str, user_id: str) -> None:
         """Withdraw the member from the bucket (see :mod:`.presence`)."""
         self.presence.leave(app_id, channel, user_id)
+
+    def count_changed(self, app_id: str, kind: str, name: str, local_count: int, every_node: bool = False) -> None:
+        """Write this node's share of a cluster count (see :mod:`.counts`)."""
+        self.counts.change(app_id, kind, name, local_count, every_node)
+
+    async def count_totals(self, app_id: str, kind: str, names: list[str]) -> list[int]:
+        """The cluster totals of ``names``, from this node's replica of the bucket."""
+        return await self.counts.totals(app_id, kind, names)

@@ -84,7 +84,7 @@ class Nodes:
         if now - self.live_since <= lease:
             return []  # we may not have heard everyone yet
         return [
-            n for n in a.presence.nodes_in_use()
+            n for n in a.presence.nodes_in_use() | a.counts.nodes_in_use()
             if n != a.node_id and now - max(self.seen.get(n, 0.0), self.live_since) > lease
         ]
 
@@ -121,8 +121,18 @@ class Nodes:
                 del self.seen[node]
         for node in self.dead():
             removed = await a.presence.reap(node)
-            log.info("NATS: node %s missed its heartbeats: reaped (%d members left)", node, removed)
+            shares = await a.counts.reap(node)
+            log.info(
+                "NATS: node %s missed its heartbeats: reaped (%d members left, %d counts changed)",
+                node, removed, shares,
+            )
         if a.presence.dirty or a.presence.differs():
             await a.presence.reconcile()
+            fixed = await a.counts.reconcile()
+            if fixed:
+                log.info("cluster counts reconciled with NATS: %d shares fixed", fixed)
+        elif a.counts.differences():
+            await a.counts.reconcile()
+        await a.counts.clean_zeros()
 
 

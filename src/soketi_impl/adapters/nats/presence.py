@@ -190,13 +190,19 @@ class DistributedPresence:
 
     def nodes_in_use(self) -> set[str]:
         """Every node the replica lists under some member."""
-        return {n for _, users in self.adapter.store.replica.values() for e in users.values() for n in e["n"]}
+        return {
+            n for k, (_, users) in self.adapter.store.replica.items() if k.startswith("p.")
+            for e in users.values() for n in e["n"]
+        }
 
     async def reap(self, node: str) -> int:
         """Remove a dead node from every channel; observers hear of the members who left."""
         a = self.adapter
         removed = 0
-        keys = [k for k, (_, users) in a.store.replica.items() if any(node in e["n"] for e in users.values())]
+        keys = [
+            k for k, (_, users) in a.store.replica.items()
+            if k.startswith("p.") and any(node in e["n"] for e in users.values())
+        ]
         for key in keys:
             app_id, channel = parse_key(key)
             await self.locks(key)
@@ -221,7 +227,7 @@ class DistributedPresence:
         for app_id, channel, uid, info in a.host.local_members():
             wanted.setdefault(channel_key(app_id, channel), {})[uid] = info
         out: dict[str, tuple[dict[str, Any], set[str]]] = {}
-        for key in wanted.keys() | a.store.replica.keys():
+        for key in wanted.keys() | {k for k in a.store.replica if k.startswith("p.")}:
             if self.locks.busy(key):
                 continue  # a join or leave is in flight: next time
             _, users = a.store.replica.get(key, (0, {}))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 
     from .adapter import NatsAdapter
 
-__all__ = ["Contention", "PresenceStore", "Users", "channel_key", "parse_key"]
+__all__ = [
+    "Contention", "PresenceStore", "Users", "channel_key", "count_key", "parse_count_key", "parse_key",
+]
 
 log = logging.getLogger("soketi_impl.nats")
 
@@ -65,16 +68,37 @@ def _unb64(token: str) -> str:
 
 def channel_key(app_id: str, channel: str) -> str:
     """The KV key of a presence channel."""
-    return f"{_b64(app_id)}.{_b64(channel)}"
+    return f"p.{_b64(app_id)}.{_b64(channel)}"
 
 
 def parse_key(key: str) -> tuple[str, str]:
-    app, _, channel = key.partition(".")
+    """(app id, channel) of a presence key."""
+    _, app, channel = key.split(".")
     return _unb64(app), _unb64(channel)
 
 
-def _copy(users: Users) -> Users:
-    return {uid: {"i": e["i"], "n": list(e["n"])} for uid, e in users.items()}
+def count_key(app_id: str, kind: str, name: str) -> str:
+    """The KV key of a cluster count (``kind``: channel or user)."""
+    return f"c.{_b64(app_id)}.{_b64(kind)}.{_b64(name)}"
+
+
+def parse_count_key(key: str) -> tuple[str, str, str]:
+    """(app id, kind, name) of a count key."""
+    _, app, kind, name = key.split(".")
+    return _unb64(app), _unb64(kind), _unb64(name)
+
+
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
+    copied: dict[str, Any] = orjson.loads(orjson.dumps(value))
+    return copied
+
+
+def _ms(created: Any) -> int:
+    """A KV entry's time (NATS's clock, shared by every node) in ms."""
+    try:
+        return int(created.timestamp() * 1000)
+    except (AttributeError, TypeError, ValueError, OSError):
+        return int(time.time() * 1000)
 
 
 def _decode(value: bytes | None) -> Users:
@@ -134,6 +158,7 @@ class PresenceStore:
         assert self.kv is not None
         watcher = await self.kv.watchall()
         snapshot: dict[str, tuple[int, Users]] = {}
+        created: dict[str, int] = {}
         top = 0
         try:
             while True:
@@ -142,12 +167,13 @@ class PresenceStore:
                     break
                 top = max(top, entry.revision)
                 snapshot[entry.key] = (entry.revision, self._users(entry))
+                created[entry.key] = _ms(entry.created)
         except BaseException:
             await _quietly_stop(watcher)
             raise
         for key in set(self.replica) | set(snapshot):
             rev, users = snapshot.get(key, (0, {}))
-            self._set(key, rev, users)
+            self._set(key, rev, users, created.get(key, 0), resync=True)
         self.applied = top  # the stream may be new (and its revisions lower)
         self._watcher = watcher
         self.live = True
@@ -169,7 +195,7 @@ class PresenceStore:
         async for entry in watcher:
             if entry is None:
                 continue
-            self._set(entry.key, entry.revision, self._users(entry))
+            self._set(entry.key, entry.revision, self._users(entry), _ms(entry.created))
             self.applied = max(self.applied, entry.revision)
             self._wake()
 
@@ -183,9 +209,16 @@ class PresenceStore:
             log.warning("skipped a malformed presence value under %r: %s", entry.key, exc)
             return {}
 
-    def _set(self, key: str, rev: int, users: Users) -> None:
-        """Apply one key's new value; the difference goes to the core as member events."""
+    def _set(self, key: str, rev: int, users: Users, at_ms: int, resync: bool = False) -> None:
+        """Apply one key's new value; the difference goes to the core as member events or counts."""
         _, old = self.replica.get(key, (0, {}))
+        if key.startswith("c."):
+            if users:
+                self.replica[key] = (rev, users)
+            else:
+                self.replica.pop(key, None)
+            self.adapter.counts.applied(key, rev, old, users, at_ms, resync)
+            return
         if users:
             self.replica[key] = (rev, users)
         else:
@@ -237,7 +270,7 @@ class PresenceStore:
             return (exc.entry.revision if exc.entry is not None else 0), {}
         return entry.revision or 0, _decode(entry.value)
 
-    async def mutate(self, key: str, change: Callable[[Users], T]) -> tuple[T, int]:
+    async def mutate(self, key: str, change: Callable[[dict[str, Any]], T]) -> tuple[T, int]:
         """Apply ``change`` to a key's users by compare-and-set; its result and the revision written.
 
         ``change`` edits the dict it gets (a copy) and returns what the caller wants to
