@@ -147,7 +147,7 @@ async def test_a_query_answers_when_a_node_stays_silent(prefix: str, caplog: pyt
             await wait_for(lambda: adapter.nodes.alive() == 0)
         finally:
             await mute.close()
-        assert waited >= 0.3  # it did wait for the silent node, then answered
+        assert waited >= 0.28  # it did wait for the silent node (0.3 s on the loop clock), then answered
         assert any("1 of 2 nodes answered" in r.getMessage() for r in caplog.records)
         assert adapter.requests._pending == {}
         await on_a.ws.close()

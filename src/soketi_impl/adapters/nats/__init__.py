@@ -21,7 +21,7 @@ Queries (``channels``, ``channel``, ``members``, ``terminate``)
 
 Presence
     One JetStream KV key per presence channel, in the memory bucket
-    ``soketi-presence[-{prefix}]``, holds its members and, for each, the nodes that
+    ``soketi-cluster[-{prefix}]``, holds its members and, for each, the nodes that
     have a connection of it. Every change is a compare-and-set on the key's
     revision, so the write that moves a user from absent to present (or back)
     happens once, whatever runs at the same time, and the node that made it tells
@@ -43,6 +43,13 @@ Presence
     A node reaped while alive (cut off longer than the lease) registers its
     members again when it is back.
 
+Counts (channel subscriptions, users' signed-in connections)
+    One key per counted name in the same bucket holds each node's share and the
+    last change of their sum, written by compare-and-set; every node reports the
+    changes from its watch, in write order, the writer as their origin, with the
+    time NATS stored them (one clock for all). Shares follow the node's lease, as
+    its members do: the reaper removes a dead node's shares (:mod:`.counts`).
+
 When NATS goes away
     At start a node that cannot reach NATS (``SOKETI_ADAPTER_NATS_TIMEOUT``, 10 s,
     per server) or whose server has no JetStream refuses to start:
@@ -54,13 +61,15 @@ When NATS goes away
     dropped); once back, the node watches the bucket afresh (what it missed comes
     out as member events) and reconciles its members with it.
 
-Cache channels are cached on every node, as with Redis. A deleted channel's key
-leaves a small delete marker in the bucket (one per presence channel name used).
+Cache channels are cached on every node, as with Redis. A presence channel that
+empties leaves a small delete marker in the bucket (one per channel name used); a
+count that falls to 0 keeps its key 30 s, then its writer deletes it.
 
 Modules: :mod:`.adapter` (the class, life cycle, subscriptions), :mod:`.outbox`
 (ordered bounded publishes), :mod:`.requests` (queries), :mod:`.store` (the KV
 bucket, its replica and compare-and-set), :mod:`.presence` (joins, leaves,
-reaping, reconciliation), :mod:`.nodes` (heartbeats and leases).
+reaping, reconciliation), :mod:`.counts` (cluster-wide counts), :mod:`.nodes`
+(heartbeats and leases).
 """
 
 from __future__ import annotations

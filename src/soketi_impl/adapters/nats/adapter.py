@@ -1,9 +1,10 @@
 """``NatsAdapter``: the parts of the NATS adapter put together, and its life cycle.
 
 :meth:`NatsAdapter.start` connects (or raises :class:`NatsUnavailable`), binds the
-presence bucket and watches it (:mod:`.store`), subscribes, and starts the
+bucket and watches it (:mod:`.store`), subscribes, and starts the
 outbox writer (:mod:`.outbox`) and the heartbeat (:mod:`.nodes`).
-:meth:`NatsAdapter.close` withdraws this node (its members leave) and disconnects.
+:meth:`NatsAdapter.close` withdraws this node (its members leave, its count shares
+go) and disconnects.
 """
 
 from __future__ import annotations
@@ -55,20 +56,20 @@ def _server_url(server: str) -> str:
 
 
 def bucket_name(prefix: str) -> str:
-    """The presence bucket of a prefix (bucket names allow ``[A-Za-z0-9_-]`` only)."""
+    """The bucket of a prefix: presence and counts (bucket names allow ``[A-Za-z0-9_-]`` only)."""
     if not prefix:
-        return "soketi-presence"
+        return "soketi-cluster"
     clean = re.sub(r"[^A-Za-z0-9_-]", "_", prefix)
     if clean != prefix:
         clean += "-" + hashlib.sha256(prefix.encode()).hexdigest()[:8]
-    return "soketi-presence-" + clean
+    return "soketi-cluster-" + clean
 
 
 class NatsAdapter(Adapter):
     """The NATS adapter (see :mod:`soketi_impl.adapters.nats` for the design).
 
     ``NatsAdapter(config)`` reads the ``adapter_nats_*`` fields; every subject starts
-    with ``{adapter_nats_prefix}soketi.`` and the presence bucket is named after the
+    with ``{adapter_nats_prefix}soketi.`` and the bucket (presence, counts) is named after the
     prefix (:func:`bucket_name`). The heartbeat knobs are constructor arguments, in
     seconds.
     """
@@ -162,7 +163,7 @@ class NatsAdapter(Adapter):
             await self._close_connection()
             reason = str(exc) or type(exc).__name__
             raise NatsUnavailable(
-                f"NATS at {where} refused the presence bucket {self.bucket!r} (JetStream must be "
+                f"NATS at {where} refused the bucket {self.bucket!r} (JetStream must be "
                 f"enabled): {reason}"
             ) from None
         loop = asyncio.get_running_loop()

@@ -47,6 +47,7 @@ __all__ = ["NatsCounts"]
 log = logging.getLogger("soketi_impl.nats")
 
 ZERO_TTL = 30.0  # seconds a name with a total of 0 keeps its key
+MAX_OWN = 1024  # this node's changes of one name waiting for the watch
 
 
 def _total(value: dict[str, Any]) -> int:
@@ -127,7 +128,10 @@ class NatsCounts:
         if total != previous:
             self.last_written = max(self.last_written, rev)
             if a.store.applied < rev:
-                self._own.setdefault(key, []).append((rev, total, previous))
+                own = self._own.setdefault(key, [])
+                if len(own) >= MAX_OWN:  # the watch is stalled: resync reports what it missed
+                    del own[0]
+                own.append((rev, total, previous))
 
     # ------------------------------------------------------------------ what the watch applies
 

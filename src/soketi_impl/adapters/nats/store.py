@@ -1,6 +1,6 @@
-"""The presence store: one JetStream KV key per presence channel, a replica on every node.
+"""The store: one JetStream KV bucket (presence and counts), a replica on every node.
 
-Key ``{b64(app id)}.{b64(channel)}`` (URL-safe base64 without padding, so any
+Presence key ``p.{b64(app id)}.{b64(channel)}`` (URL-safe base64 without padding, so any
 channel name is a valid key) holds ``{user id: {"i": user_info, "n": [node ids]}}``:
 the channel's members, each with the nodes that have a connection of it. Every
 change is a compare-and-set on the key's revision (:meth:`PresenceStore.mutate`),
@@ -15,6 +15,8 @@ key's previous value, and the difference goes to the core as
 revision order, so every node sees one channel's member events in the order they
 were written, and a joining connection that is let in after the watcher applied its
 own write sees exactly the member events that come after its member list.
+
+Count keys (``c.{...}``) belong to :mod:`.counts`: the watch hands their changes there.
 
 After a reconnection :meth:`PresenceStore.resync` replaces the watch by a fresh one
 and compares its snapshot with the replica, so what was missed meanwhile (a NATS
