@@ -194,3 +194,20 @@ def test_the_nats_settings_are_read() -> None:
     assert (cfg.adapter_nats_prefix, cfg.adapter_nats_nodes_number) == ("eu.", 3)
     single = load_config(None, environ=base_env(0, SOKETI_ADAPTER_NATS_SERVERS="127.0.0.1:4222"))
     assert single.adapter_nats_servers == ["127.0.0.1:4222"]
+
+
+def test_an_unreadable_credentials_file_stops_the_start(tmp_path: object) -> None:
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    missing = f"{tmp_path}/missing.creds"
+    env = base_env(free_port(), SOKETI_ADAPTER_DRIVER="nats", SOKETI_ADAPTER_NATS_CREDENTIALS=missing)
+    proc = subprocess.run(
+        [sys.executable, "-m", "soketi_impl", "start"], env=env,
+        capture_output=True, text=True, timeout=20, check=False,
+    )
+    assert proc.returncode == 1
+    assert f"SOKETI_ADAPTER_NATS_CREDENTIALS: cannot read {missing}: No such file or directory" in proc.stderr
+    assert "listening on" not in proc.stderr and "Traceback" not in proc.stderr

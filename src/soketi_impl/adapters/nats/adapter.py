@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import logging
 import re
 import time
@@ -135,6 +136,7 @@ class NatsAdapter(Adapter):
         """Connect, bind the bucket, subscribe; :class:`NatsUnavailable` if NATS is unreachable."""
         where = ", ".join(self.servers)
         cfg = self.config
+        self._check_credentials()
         try:
             self.nc = await asyncio.wait_for(nats.connect(
                 self.servers, name=f"soketi-impl-{self.node_id}", no_echo=True,
@@ -170,6 +172,22 @@ class NatsAdapter(Adapter):
         self.nodes.live_since = time.monotonic()
         self._tasks = [loop.create_task(self.outbox.run()), loop.create_task(self.nodes.run())]
         self.nodes.beat()
+
+    def _check_credentials(self) -> None:
+        """A credentials file that cannot be used stops the start (nats-py would ignore it
+        until a server asks for it)."""
+        path = self.config.adapter_nats_credentials
+        if path is None:
+            return
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise NatsUnavailable(f"SOKETI_ADAPTER_NATS_CREDENTIALS: cannot read {path}: {exc.strerror}") from None
+        if importlib.util.find_spec("nkeys") is None:  # nats-py signs with it
+            raise NatsUnavailable(
+                "SOKETI_ADAPTER_NATS_CREDENTIALS needs the nkeys package: pip install 'soketi-impl[nats]'"
+            )
 
     async def _subscribe(self) -> None:
         nc = self.nc
