@@ -1,6 +1,6 @@
 """Micro benchmarks of the connection table twins at 100k connections, C against py.
 
-Run: ``PYTHONPATH=src pytest bench/test_bench_conntable.py --benchmark-enable
+Run: ``PYTHONPATH=src pytest bench/test_bench_conntable.py -n 0 --benchmark-enable
 --benchmark-group-by=group`` (each C case next to its py baseline), or
 ``python bench/conntable_ratio.py`` for the ratios, written to
 ``bench/results/micro_conntable.json``.

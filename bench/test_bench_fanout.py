@@ -1,6 +1,6 @@
 """Micro benchmarks of the fan-out twins, C against py side by side.
 
-Run: ``PYTHONPATH=src pytest bench/test_bench_fanout.py --benchmark-enable``
+Run: ``PYTHONPATH=src pytest bench/test_bench_fanout.py -n 0 --benchmark-enable``
 (``--benchmark-group-by=group`` puts each C case next to its py baseline). The
 ratio script ``bench/fanout_ratio.py`` measures the same cases without pytest and
 writes ``bench/results/micro_fanout.json``.

@@ -1,6 +1,6 @@
 """Micro benchmarks of the HTTP API's per-request path, in process (no sockets).
 
-Run: ``PYTHONPATH=src pytest bench/test_bench_http.py --benchmark-enable``
+Run: ``PYTHONPATH=src pytest bench/test_bench_http.py -n 0 --benchmark-enable``
 
 - ``signature``: :func:`~soketi_impl.signing.check_api_request` of a signed trigger
   (query parse + HMAC + MD5), with the app's prepared :class:`HmacSha256`;

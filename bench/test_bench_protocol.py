@@ -1,6 +1,6 @@
 """Micro benchmarks of the protocol twins, C against py side by side.
 
-Run: ``PYTHONPATH=src pytest bench/test_bench_protocol.py --benchmark-enable``
+Run: ``PYTHONPATH=src pytest bench/test_bench_protocol.py -n 0 --benchmark-enable``
 (each case is its own benchmark group, so the C row sits next to its py
 baseline). ``bench/protocol_ratio.py`` measures the same cases without pytest
 and writes ``bench/results/micro_protocol.json`` with the C/py ratios.

@@ -45,6 +45,7 @@ def twin(impl: str) -> Callable[[str], ModuleType]:
 # ---------------------------------------------------------------- servers and clients
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -239,13 +240,21 @@ def pusher_server(server_mode: str) -> Iterator[ServerProcess]:
         yield server
 
 
-_npm_lock = threading.Lock()
+@contextlib.contextmanager
+def _npm_lock() -> Iterator[None]:
+    """One ``npm ci`` at a time across pytest-xdist's worker processes (a file lock)."""
+    with open(JS_DIR / ".npm-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
     """tests/js/node_modules installed from the lock file (pinned pusher-js and pusher)."""
-    with _npm_lock:
+    with _npm_lock():
         if shutil.which("node") is None or shutil.which("npm") is None:
             pytest.fail("node and npm are needed for the real-client tests (Node.js 20)")
         marker = JS_DIR / "node_modules" / ".package-lock.json"

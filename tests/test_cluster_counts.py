@@ -24,6 +24,7 @@ import json
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -217,8 +218,9 @@ async def test_a_node_killed_with_sigkill_leaves_the_totals_after_its_lease(
     receiver: tuple[Receiver, str], prefix: str
 ) -> None:
     rec, url = receiver
-    # The survivor reaps nodes silent for 8 s; the killed node beats every 5 s (the default).
-    async with node(url, prefix, adapter={"heartbeat_interval": 0.2, "dead_after": 8.0}) as a:
+    # The survivor reaps nodes silent for 10 s; the killed node beats every 5 s (the default),
+    # so a slow beat under load is not taken for a death.
+    async with node(url, prefix, adapter={"heartbeat_interval": 0.2, "dead_after": 10.0}) as a:
         with run_server(env=node_env(url, prefix)) as b:
             async with Client.on(a.port) as ca:
                 await ca.subscribe("crash")
@@ -229,7 +231,7 @@ async def test_a_node_killed_with_sigkill_leaves_the_totals_after_its_lease(
                     await rec.wait_for(lambda ev: named(rec, "channel_occupied", "marker") == 1)
                     b.proc.send_signal(signal.SIGKILL)
                     b.proc.wait(TIMEOUT)
-                    # vacated once the lease ran out (<= 8 s + a beat) and the debounce passed
+                    # vacated once the lease ran out (<= 10 s + a beat) and the debounce passed
                     await rec.wait_for(
                         lambda ev: {("channel_vacated", "crash"), ("channel_vacated", "marker")} <= set(rec.names()),
                         timeout=30,
@@ -287,6 +289,20 @@ async def test_subscription_counts_carry_the_cluster_total_on_both_nodes(
             await rec.wait_for(lambda ev: len([e for e in ev if e["name"] == "subscription_count"]) >= 4)
     hooks = [e["subscription_count"] for e in rec.events if e["name"] == "subscription_count"][:4]
     assert sorted(hooks) == [1, 2, 2, 3]  # one per change, the cluster's total (HTTP order may vary)
+
+
+@pytest.mark.clients
+async def test_pusher_js_follows_the_cluster_count(
+    receiver: tuple[Receiver, str], prefix: str, node_modules: Path
+) -> None:
+    from test_clients_pusherjs import check, run_scenario
+
+    _, url = receiver
+    enable = {"SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT": "true"}
+    async with node(url, prefix, **enable) as a, node(url, prefix, **enable) as b:
+        records = await asyncio.to_thread(run_scenario, "subscription_count_cluster", a.port, port2=b.port)
+    counts = check(records, "counts")
+    assert counts["a"] == [1, 2, 3, 2] and counts["b"] == [2, 3, 2] and counts["c"] == [3]
 
 
 # ---------------------------------------------------------------- watchlists

@@ -251,7 +251,7 @@ def test_env_variable_tables() -> None:
     assert all(name.startswith("SOKETI_") for name in ENV_VARIABLES)
     assert all(name.startswith("SOKETI_") for name in NOT_IMPLEMENTED_ENV)
     assert not set(ENV_VARIABLES) & set(NOT_IMPLEMENTED_ENV)
-    assert "SOKETI_SSL_CERT" in ENV_VARIABLES and "SOKETI_QUEUE_DRIVER" in NOT_IMPLEMENTED_ENV
+    assert "SOKETI_SSL_CERT" in ENV_VARIABLES and "SOKETI_QUEUE_SQS_URL" in NOT_IMPLEMENTED_ENV
     assert len(WEBHOOK_EVENT_TYPES) == 7
 
 
@@ -321,13 +321,13 @@ def test_unimplemented_soketi_variables_warn(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level(logging.WARNING, logger="soketi_impl.config"):
         cfg = load_config(
             environ={
-                "SOKETI_DB_MYSQL_HOST": "db",
+                "SOKETI_CLUSTER_PORT": "11002",
                 "SOKETI_QUEUE_DRIVER": "sync",  # what we do anyway: no warning
                 "SOKETI_RATE_LIMITER_DRIVER": "redis",
             }
         )
     assert len(cfg.warnings) == 2
-    assert "SOKETI_DB_MYSQL_HOST" in caplog.text and "SOKETI_RATE_LIMITER_DRIVER" in caplog.text
+    assert "SOKETI_CLUSTER_PORT" in caplog.text and "SOKETI_RATE_LIMITER_DRIVER" in caplog.text
     assert "SOKETI_QUEUE_DRIVER" not in caplog.text
 
 
@@ -335,18 +335,18 @@ def test_unimplemented_soketi_file_keys_warn(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         {
-            "appManager.mysql.table": "apps",
-            "queue": {"driver": "redis"},
-            "database.mysql.host": "db",
+            "appManager.dynamodb.table": "apps",
+            "queue": {"sqs": {"region": "eu-west-1"}},
+            "cluster.port": 11002,
             "cors": {"credentials": True, "origin": ["https://a.example"]},
         },
     )
     cfg = load_config(path, environ={})
     assert cfg.cors_origins == ["https://a.example"]
     assert sorted(w.split(" ")[0] for w in cfg.warnings) == [
-        "appManager.mysql.table",
-        "database.mysql.host",
-        "queue.driver",
+        "appManager.dynamodb.table",
+        "cluster.port",
+        "queue.sqs.region",
     ]
 
 
@@ -502,7 +502,8 @@ APPS = "appManager.array.apps"
         ({"adapter.nats.timeout": 0}, "adapter.nats.timeout"),
         ({"adapter.nats.servers": [1]}, "adapter.nats.servers"),
         ({"adapter.nats.nodesNumber": 0}, "adapter.nats.nodesNumber"),
-        ({"appManager.driver": "mysql"}, "appManager.driver"),
+        ({"appManager.driver": "dynamodb"}, "appManager.driver"),
+        ({"appManager.mysql.table": "apps; drop"}, "appManager.mysql.table"),
         ({"metrics.driver": "pushgateway"}, "metrics.driver"),
         ({"eventLimits.maxPayloadInKb": 0}, "eventLimits.maxPayloadInKb"),
         ({"eventLimits.maxBatchSize": "ten"}, "eventLimits.maxBatchSize"),

@@ -11,6 +11,7 @@ servers in tests/test_cluster_counts.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -42,6 +43,8 @@ class MemoryCluster:
     def __init__(self, timers: FakeTimers) -> None:
         self.timers = timers
         self.nodes: list[MemoryNode] = []
+        #: nodes cut off from the others: they hear no fact of another node's change
+        self.deaf: set[MemoryNode] = set()
         self.shares: dict[tuple[str, str, str], dict[MemoryNode, int]] = {}
 
     def change(self, node: MemoryNode, key: tuple[str, str, str], n: int, every: bool, origin: MemoryNode) -> None:
@@ -58,7 +61,7 @@ class MemoryCluster:
         for other in self.nodes:
             if other is origin:
                 other.host.count_total_changed(*key, total, previous, True, at_ms)
-            elif every or crosses_zero(total, previous):
+            elif (every or crosses_zero(total, previous)) and other not in self.deaf:
                 other.host.count_total_changed(*key, total, previous, False, at_ms)
 
     def kill(self, node: MemoryNode) -> None:
@@ -99,6 +102,13 @@ def make_node(timers: FakeTimers, adapter: LocalAdapter | None = None, **env: st
     return core, sender
 
 
+async def advance(timers: FakeTimers, seconds: float) -> None:
+    """Move the debounce clock, then let the confirmations of ended windows run."""
+    timers.advance(seconds)
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 def names(*senders: RecordingSender) -> list[tuple[Any, ...]]:
     """Every node's recorded webhooks, without subscription_count."""
     return [e for s in senders for e in s.sent if e[0] != "subscription_count"]
@@ -124,12 +134,12 @@ async def test_one_node_occupied_vacated_count_and_reload() -> None:
         ("channel_occupied", "news"), ("subscription_count", "news", 1), ("subscription_count", "news", 2),
         ("subscription_count", "news", 1), ("subscription_count", "news", 0),
     ]
-    timers.advance(2.9)
+    await advance(timers, 2.9)
     b.subscribe("news")  # a reload: neither the vacated nor a second occupied
-    timers.advance(10)
+    await advance(timers, 10)
     assert names(sender) == [("channel_occupied", "news")]
     b.send("pusher:unsubscribe", {"channel": "news"})
-    timers.advance(3)
+    await advance(timers, 3)
     assert names(sender) == [("channel_occupied", "news"), ("channel_vacated", "news")]
     # no pusher_internal:subscription_count unless the app enables it
     assert counts_of(a, "news") == [] and counts_of(b, "news") == []
@@ -139,9 +149,11 @@ async def test_subscription_count_messages_only_when_enabled_and_not_for_presenc
     core, _ = make_node(FakeTimers(), SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT="true")
     a, b = Peer(core).open(), Peer(core).open()
     a.subscribe("news")
+    await a.settle()
     b.subscribe("news")
+    await a.settle()
     b.send("pusher:unsubscribe", {"channel": "news"})
-    core.outbox.flush()
+    await a.settle()
     assert counts_of(a, "news") == [1, 2, 1]
     assert counts_of(b, "news") == [2]
     # after subscription_succeeded, never before it
@@ -149,8 +161,17 @@ async def test_subscription_count_messages_only_when_enabled_and_not_for_presenc
     assert got == ["pusher_internal:subscription_succeeded", "pusher_internal:subscription_count"]
     a.subscribe("presence-room", {"user_id": "u1"})
     b.subscribe("presence-room", {"user_id": "u2"})
-    core.outbox.flush()
+    await a.settle()
     assert counts_of(a, "presence-room") == [] and counts_of(b, "presence-room") == []
+
+
+async def test_a_burst_of_subscriptions_sends_the_latest_count_once() -> None:
+    core, _ = make_node(FakeTimers(), SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT="true")
+    peers = [Peer(core).open() for _ in range(50)]
+    for p in peers:  # all within one loop iteration
+        p.subscribe("crowd")
+    await peers[0].settle()
+    assert all(counts_of(p, "crowd") == [50] for p in peers)
 
 
 # ---------------------------------------------------------------- two nodes
@@ -170,12 +191,12 @@ async def test_occupied_once_and_vacated_only_after_the_last_node_empties() -> N
     b.subscribe("news")
     assert names(sa, sb) == [("channel_occupied", "news")]
     a.send("pusher:unsubscribe", {"channel": "news"})  # node a is empty, node b is not
-    timers.advance(10)
+    await advance(timers, 10)
     assert names(sa, sb) == [("channel_occupied", "news")]
     b.send("pusher:unsubscribe", {"channel": "news"})
-    timers.advance(2.9)
+    await advance(timers, 2.9)
     assert names(sa, sb) == [("channel_occupied", "news")]
-    timers.advance(0.1)
+    await advance(timers, 0.1)
     assert names(sa, sb) == [("channel_occupied", "news"), ("channel_vacated", "news")]
     # the webhook counts are the cluster's, each change told once
     assert [e for s in (sa, sb) for e in s.sent if e[0] == "subscription_count"] == [
@@ -189,14 +210,14 @@ async def test_a_reload_onto_the_other_node_within_the_window_sends_nothing() ->
     a = Peer(na).open()
     a.subscribe("news")
     a._close(1000, "reload")
-    timers.advance(2.5)
+    await advance(timers, 2.5)
     b = Peer(nb).open()
     b.subscribe("news")
-    timers.advance(10)
+    await advance(timers, 10)
     assert names(sa, sb) == [("channel_occupied", "news")]
     # the channel goes on on node b: its own leave is decided there
     b.send("pusher:unsubscribe", {"channel": "news"})
-    timers.advance(3)
+    await advance(timers, 3)
     assert names(sa, sb) == [("channel_occupied", "news"), ("channel_vacated", "news")]
 
 
@@ -205,7 +226,7 @@ async def test_back_on_the_other_node_after_the_window_is_a_new_occupation() -> 
     a = Peer(na).open()
     a.subscribe("news")
     a.send("pusher:unsubscribe", {"channel": "news"})
-    timers.advance(3.5)
+    await advance(timers, 3.5)
     Peer(nb).open().subscribe("news")
     assert names(sa) == [("channel_occupied", "news"), ("channel_vacated", "news")]
     assert names(sb) == [("channel_occupied", "news")]
@@ -216,19 +237,33 @@ async def test_a_dead_node_leaves_the_totals_and_the_vacated_is_decided() -> Non
     Peer(nb).open().subscribe("news")
     assert names(sa, sb) == [("channel_occupied", "news")]
     cluster.kill(cluster.nodes[1])  # node b dies with its subscriber: node a reaps it
-    timers.advance(3)
+    await advance(timers, 3)
     assert names(sa) == [("channel_vacated", "news")]
+
+
+async def test_a_return_the_vacating_node_did_not_hear_of_is_caught_when_its_window_ends() -> None:
+    timers, cluster, [(na, sa), (nb, sb)] = two_nodes()
+    a = Peer(na).open()
+    a.subscribe("news")
+    a.send("pusher:unsubscribe", {"channel": "news"})
+    cluster.deaf.add(cluster.nodes[0])  # node a misses what happens next
+    await advance(timers, 1)
+    Peer(nb).open().subscribe("news")
+    await advance(timers, 10)
+    # node a's vacate was confirmed with the cluster's total (1): dropped
+    assert names(sa, sb) == [("channel_occupied", "news")]
 
 
 async def test_subscription_count_messages_carry_the_cluster_total_on_every_node() -> None:
     _, _, [(na, _), (nb, _)] = two_nodes(SOKETI_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT="true")
     a, b1, b2 = Peer(na).open(), Peer(nb).open(), Peer(nb).open()
-    a.subscribe("news")
-    b1.subscribe("news")
-    b2.subscribe("news")
-    b1.send("pusher:unsubscribe", {"channel": "news"})
-    na.outbox.flush()
-    nb.outbox.flush()
+    for step in (
+        lambda: a.subscribe("news"), lambda: b1.subscribe("news"), lambda: b2.subscribe("news"),
+        lambda: b1.send("pusher:unsubscribe", {"channel": "news"}),
+    ):
+        step()
+        await a.settle()
+        nb.outbox.flush()
     assert counts_of(a, "news") == [1, 2, 3, 2]
     assert counts_of(b2, "news") == [3, 2]
 

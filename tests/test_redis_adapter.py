@@ -286,6 +286,44 @@ async def test_a_reaped_node_registers_its_members_again_after_reconnecting(pref
     await proxy.cut()
 
 
+async def test_a_reaped_node_registers_its_counts_again_after_reconnecting(prefix: str) -> None:
+    from soketi_impl.pusher import Observer
+
+    class Occupation(Observer):
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def channel_occupied(self, app: Any, channel: str) -> None:
+            self.calls.append("occupied")
+
+        def channel_vacated(self, app: Any, channel: str) -> None:
+            self.calls.append("vacated")
+
+    proxy = _Proxy()
+    await proxy.start()
+    timing = {"heartbeat_interval": 0.1, "dead_after": 0.5, "requests_timeout": 0.5}
+    async with _node(prefix, proxy.port, **timing) as a, _node(prefix, **timing) as b:
+        told_a, told_b = a.pusher.add_observer(Occupation()), b.pusher.add_observer(Occupation())
+        on_a = await _Client.open(a.port)
+        await on_a.subscribe("counted")
+        await _wait_for(lambda: told_a.calls == ["occupied"])
+        await proxy.cut()  # A is cut off longer than dead_after: B reaps its share
+        await _wait_for(lambda: told_b.calls == ["vacated"])
+        await proxy.start()  # A reconnects, finds itself reaped, registers its share again
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=TIMEOUT)
+        key = f"{prefix}soketi#count#{APP_ID}#channel#counted"
+        try:
+            await _wait_for(lambda: client.hvals(key) == [b"1"])
+        finally:
+            client.close()
+        # occupied again. A missed B's vacate while it was cut off, so it tells the
+        # occupation too: after an outage an occupied may be told twice (README)
+        await _wait_for(lambda: "occupied" in told_a.calls[1:] + told_b.calls)
+        await on_a.ws.close()
+        await _wait_for(lambda: "vacated" in told_a.calls)  # and gone again: A decides it
+    await proxy.cut()
+
+
 async def test_a_query_answers_when_a_node_stays_silent(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
     import redis.asyncio as aioredis
 

@@ -98,6 +98,53 @@ def test_a_second_leave_restarts_the_window() -> None:
     assert sender.queue_depth == 1
 
 
+# -- a vacate confirmed with the cluster when its window ends -----------------------------
+
+
+async def test_a_vacate_is_sent_only_when_the_cluster_confirms_it() -> None:
+    timers = FakeTimers()
+    sender = WebhookSender(call_later=timers.call_later)
+    answers: list[asyncio.Future[bool]] = []
+
+    async def still_vacated(app: Any, channel: str) -> bool:
+        answers.append(asyncio.get_running_loop().create_future())
+        return await answers[-1]
+
+    sender.still_vacated = still_vacated
+    app = _app()
+    sender.channel_vacated(app, "gone")
+    sender.channel_vacated(app, "back")
+    sender.channel_vacated(app, "returns")
+    timers.advance(3.0)
+    await asyncio.sleep(0)
+    assert len(answers) == 3 and sender.queue_depth == 0 and sender.debouncing == 3
+    sender.channel_occupied(app, "returns")  # back while the cluster is asked: nothing at all
+    answers[0].set_result(True)
+    answers[1].set_result(False)  # occupied on another node
+    answers[2].set_result(True)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert sender.queue_depth == 1 and sender.debouncing == 0
+    await sender.close(0.1)
+
+
+async def test_a_vacate_that_cannot_be_confirmed_is_sent(caplog: pytest.LogCaptureFixture) -> None:
+    timers = FakeTimers()
+    sender = WebhookSender(call_later=timers.call_later)
+
+    async def broken(app: Any, channel: str) -> bool:
+        raise ConnectionError("no cluster")
+
+    sender.still_vacated = broken
+    sender.channel_vacated(_app(), "ch")
+    timers.advance(3.0)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert sender.queue_depth == 1
+    assert any("could not confirm channel_vacated of ch" in r.getMessage() for r in caplog.records)
+    await sender.close(0.1)
+
+
 # -- the observer interface ------------------------------------------------------------
 
 

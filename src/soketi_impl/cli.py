@@ -19,7 +19,7 @@ from soketi_impl._version import __version__
 from soketi_impl.config import Config, load_config, server_ssl_context
 from soketi_impl.errors import ConfigError
 
-__all__ = ["main"]
+__all__ = ["check_mode", "main"]
 
 PROG = "soketi-impl"
 
@@ -52,6 +52,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_mode(config: Config) -> str | None:
+    """Check ``SOKETI_MODE`` against ``SOKETI_QUEUE_DRIVER``.
+
+    Raises :class:`ConfigError` for ``worker`` with the ``sync`` driver (nothing to
+    process); returns a warning for ``server`` with ``sync`` (webhooks then go out
+    from this process, as in ``full``), else ``None``.
+    """
+    if config.queue_driver == "redis":
+        return None
+    if config.mode == "worker":
+        raise ConfigError(
+            "SOKETI_MODE",
+            "'full' or 'server' with SOKETI_QUEUE_DRIVER=sync (a worker processes the "
+            "Redis queue: set SOKETI_QUEUE_DRIVER=redis)",
+            "worker",
+        )
+    if config.mode == "server":
+        return (
+            "SOKETI_MODE=server with SOKETI_QUEUE_DRIVER=sync: webhooks wait in this "
+            "process's memory and are sent from it; set SOKETI_QUEUE_DRIVER=redis to "
+            "leave them to separate workers"
+        )
+    return None
+
+
 def _configure_logging(config: Config | None) -> None:
     level = logging.DEBUG if config is not None and config.debug else logging.INFO
     root = logging.getLogger()
@@ -81,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         server_ssl_context(config)  # the server builds it again; here to fail before starting
+        mode_warning = check_mode(config)
     except ConfigError as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _configure_logging(config)
+    if mode_warning:
+        logging.getLogger("soketi_impl.server").warning("%s", mode_warning)
 
     # Imported here: the server pulls in the event loop and the transports, which a
     # configuration error (or --version) never needs.

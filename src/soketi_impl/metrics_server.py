@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -134,17 +135,21 @@ class MetricsServer:
         # one handler for every method and path, so that the answer to anything
         # else is a plain 404 (not aiohttp's 405)
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        # Our own listening socket: its bound port is known without reaching into the
+        # site, and a port that cannot be bound fails here, before aiohttp is set up.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=128)
+        sock.setblocking(False)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
         except BaseException:
             await runner.cleanup()
+            sock.close()
             raise
         self._runner = runner
-        address = runner.addresses[0]
-        self._port = int(address[1])
+        self._port = int(sock.getsockname()[1])
 
     async def close(self) -> None:
         """Stop listening and close open connections."""

@@ -117,7 +117,76 @@ def _metrics_line(server: Server) -> str:
     return f"metrics server on http://{cfg.metrics_host}:{metrics.port} ({paths}){note}"
 
 
+async def _until_signal() -> str:
+    """Wait for SIGINT, SIGTERM or SIGHUP (soketi stops gracefully on SIGHUP too: a
+    closed terminal, some supervisors); returns its name."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await stopping.wait()
+    return received[0]
+
+
+async def _serve_worker(config: Config) -> int:
+    """``SOKETI_MODE=worker``: only the webhook queue, and the metrics port (no listener)."""
+    from .metrics_server import MetricsServer
+    from .webhooks.worker import QueueWorker
+
+    if config.queue_driver != "redis":  # the command line refuses this before (cli.check_mode)
+        log.error("SOKETI_MODE=worker needs SOKETI_QUEUE_DRIVER=redis: there is no queue to process")
+        return 2
+    worker = QueueWorker(config)
+    registry = None
+    if config.metrics_enabled:
+        from .metrics import MetricsRegistry
+
+        registry = MetricsRegistry(config.metrics_prefix, str(config.metrics_port))
+        registry.set_webhook_source(worker)
+    stopping = False
+    metrics = MetricsServer(registry, ready=lambda: not stopping)
+    try:
+        await worker.start()
+    except SoketiError as exc:
+        log.error("%s", exc.message)
+        return 1
+    where = f"http://{config.metrics_host}:{config.metrics_port} (/, /ready, /usage"
+    try:
+        await metrics.start(config.metrics_host, config.metrics_port)
+        where = f"http://{config.metrics_host}:{metrics.port} (/, /ready, /usage" + (
+            ", /metrics)" if registry is not None else ")"
+        )
+    except OSError as exc:
+        if registry is not None:
+            log.error("cannot listen on the metrics port %s:%s: %s",
+                      config.metrics_host, config.metrics_port, exc)
+            await worker.close(0)
+            return 1
+        log.warning("cannot listen on the metrics port %s:%s: %s; /ready and /usage are not "
+                    "served there", config.metrics_host, config.metrics_port, exc)
+        where = "none"
+    log.info(
+        "soketi-impl worker %s: processing the webhook queue in Redis at %s (concurrency %d); "
+        "metrics server: %s", worker.worker_id, worker.address, worker.concurrency, where,
+    )
+    name = await _until_signal()
+    log.info("%s: stopping the worker (its jobs in flight go back to the queue)", name)
+    stopping = True
+    await worker.close(config.shutdown_grace_period_ms / 1000)
+    await metrics.close()
+    log.info("stopped")
+    return 0
+
+
 async def _serve(config: Config) -> int:
+    if config.mode == "worker":
+        return await _serve_worker(config)
     server = Server(config)
     # soketi always listens on its metrics port: probes expect /ready there.
     server.service.serve_metrics_port = True
@@ -147,27 +216,15 @@ async def _serve(config: Config) -> int:
             "; ".join(f"{area}: {why}" for area, why in sorted(_speedups.FAILED.items())),
         )
     log.info("soketi-impl %s, %s; %s", __version__, twins, _metrics_line(server))
-    apps = ", ".join(f"{a.id} (key {a.key})" for a in config.apps) or "none"
+    apps = server.service.app_manager.describe()
     http = "https" if server.ssl_context is not None else "http"
     log.info(
         "soketi-impl listening on %s://%s:%d/app/{key} and %s://%s:%d (apps: %s)",
         server.scheme, config.host, server.port, http, config.host, server.port, apps,
     )
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    received: list[str] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        received.append(sig.name)
-        stopping.set()
-
-    # soketi shuts down gracefully on SIGHUP too (a closed terminal, some supervisors).
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, on_signal, sig)
-    await stopping.wait()
+    name = await _until_signal()
     log.info(
-        "%s: shutting down, closing connections over %d ms",
-        received[0], config.shutdown_grace_period_ms,
+        "%s: shutting down, closing connections over %d ms", name, config.shutdown_grace_period_ms
     )
     await server.stop()
     log.info("stopped")

@@ -20,11 +20,13 @@ encrypts with the app's master key (see :mod:`soketi_impl.encryption`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterable
 from typing import Any
 
 from .adapters.base import Adapter, LocalAdapter
+from .apps import AppManager, app_manager_for
 from .config import Config, load_config
 from .encryption import encrypt, is_encrypted_channel, parse_master_key
 from .errors import ConfigError
@@ -88,17 +90,17 @@ class Pusher(HookDecorators):
         self._app_master_keys: dict[str, bytes] = {}
         self._hooks: Hooks | None = None
         self._hooks_queue_size = hooks_queue_size
+        #: where apps come from (``SOKETI_APP_MANAGER_DRIVER``; see :mod:`soketi_impl.apps`)
+        self.app_manager: AppManager = app_manager_for(self.config)
         self.webhooks: Any = None
-        if any(app.webhooks for app in self.config.apps):
-            from .webhooks import WebhookSender
-
-            self.webhooks = WebhookSender(
-                batching=self.config.webhooks_batching,
-                batching_ms=self.config.webhooks_batching_duration_ms,
-            )
+        #: the :class:`~soketi_impl.webhooks.worker.QueueWorker` with
+        #: ``SOKETI_QUEUE_DRIVER=redis`` in ``SOKETI_MODE=full``
+        self.queue_worker: Any = None
+        self._make_webhooks()
         self.core = PusherServer(
             self.config, router, webhooks=self.webhooks,
             adapter=adapter if adapter is not None else adapter_for(self.config),
+            app_manager=self.app_manager,
         )
         self.router = self.core.router
         self.metrics: Any = None
@@ -108,8 +110,10 @@ class Pusher(HookDecorators):
             self.metrics = MetricsRegistry(self.config.metrics_prefix, str(self.config.port))
             for app in self.core.apps.values():
                 self.metrics.add_app(app.config.id, app.stats)
-            if self.webhooks is not None:
-                self.metrics.set_webhook_source(self.webhooks)
+            metrics = self.metrics
+            self.core.app_added.append(lambda app: metrics.add_app(app.config.id, app.stats))
+            if self.webhooks is not None or self.queue_worker is not None:
+                self.metrics.set_webhook_source(self.webhooks or self.queue_worker)
             self.metrics.set_hooks_source(lambda: self._hooks)
         from .http.api import HttpApi
 
@@ -129,13 +133,39 @@ class Pusher(HookDecorators):
         self.serve_metrics_port = bool(self.config.metrics_enabled or self.dashboard is not None)
         self.started = False
 
+    def _make_webhooks(self) -> None:
+        """The webhook sender: in memory (``sync``) or into Redis, with a worker in ``full`` mode."""
+        cfg = self.config
+        options: dict[str, Any] = {
+            "batching": cfg.webhooks_batching,
+            "batching_ms": cfg.webhooks_batching_duration_ms,
+            "max_queue_bytes": cfg.webhooks_max_queue_bytes,
+            "retry_for_s": cfg.webhooks_retry_for_ms / 1000,
+            "max_backoff_s": cfg.webhooks_max_backoff_ms / 1000,
+        }
+        durable = cfg.queue_driver == "redis"
+        # Apps from a database may have webhooks: the sender is needed from the start.
+        if self.app_manager.dynamic or any(app.webhooks for app in cfg.apps):
+            if durable:
+                from .webhooks.durable import DurableSender
+
+                self.webhooks = DurableSender(cfg, **options)
+            else:
+                from .webhooks import WebhookSender
+
+                self.webhooks = WebhookSender(**options)
+        if durable and cfg.mode == "full":
+            from .webhooks.worker import QueueWorker
+
+            self.queue_worker = QueueWorker(cfg, counters=self.webhooks)
+
     @property
     def accepting(self) -> bool:
         """False once :meth:`stop` began: new connections are refused with 4200."""
         return bool(self.core.accepting)
 
     async def start(self) -> None:
-        """Connect the adapter (Redis) and start the webhook sender.
+        """Connect the adapter (Redis), start the webhook sender and the queue worker (if any).
 
         Raises :class:`~soketi_impl.errors.SoketiError` when the adapter cannot connect.
         """
@@ -143,9 +173,12 @@ class Pusher(HookDecorators):
             return
         if self._hooks is not None:
             self._hooks.start()
+        await self.app_manager.start()
         await self.core.adapter.start()
         if self.webhooks is not None:
             await self.webhooks.start()
+        if self.queue_worker is not None:
+            await self.queue_worker.start()
         if self.serve_metrics_port:
             await self._start_metrics_server()
         self.started = True
@@ -175,8 +208,11 @@ class Pusher(HookDecorators):
         grace = self.config.shutdown_grace_period_ms if grace_ms is None else grace_ms
         await self.core.shutdown(grace)
         await self.core.adapter.close()
+        await self.app_manager.close()
         if self.webhooks is not None:
             await self.webhooks.close(max(0.1, grace / 1000))
+        if self.queue_worker is not None:
+            await self.queue_worker.close(max(0.1, grace / 1000))
         if self.metrics_server is not None:
             await self.metrics_server.close()
             self.metrics_server = None
@@ -241,6 +277,7 @@ class Pusher(HookDecorators):
         Without a master key this raises :class:`~soketi_impl.errors.ConfigError`
         naming the app, and nothing is sent to any channel.
         """
+        await self._resolve(app_id)
         names = [channels] if isinstance(channels, str) else list(channels)
         encrypted = [c for c in names if is_encrypted_channel(c)]
         if not encrypted:
@@ -251,6 +288,14 @@ class Pusher(HookDecorators):
         for channel in encrypted:
             sent += await self.core.trigger(app_id, [channel], event, encrypt(channel, data, key), socket_id)
         return sent
+
+    async def _resolve(self, app_id: str) -> None:
+        """Make an app from the app manager's database known to the core (the in-process
+        API takes app ids; an unknown one stays a ``KeyError``, as with configured apps)."""
+        if self.core.app_manager is not None:
+            found = self.core.find_app(app_id=app_id)
+            if inspect.isawaitable(found):
+                await found
 
     def master_key(self, app_id: str, channel: str = _ANY_ENCRYPTED) -> bytes:
         """The app's master key for encrypted channels (its own, else the ``Pusher``-wide one).
@@ -279,16 +324,20 @@ class Pusher(HookDecorators):
 
     async def channels(self, app_id: str, prefix: str | None = None) -> dict[str, dict[str, int]]:
         """Occupied channels with ``subscription_count`` (and ``user_count`` for presence)."""
+        await self._resolve(app_id)
         return await self.core.channels(app_id, prefix)
 
     async def channel(self, app_id: str, channel: str) -> dict[str, Any]:
         """``occupied``, ``subscription_count``, ``user_count`` (presence), ``cache``."""
+        await self._resolve(app_id)
         return await self.core.channel(app_id, channel)
 
     async def presence_users(self, app_id: str, channel: str) -> list[str]:
         """The user ids present in a presence channel."""
+        await self._resolve(app_id)
         return await self.core.presence_users(app_id, channel)
 
     async def terminate_user_connections(self, app_id: str, user_id: str) -> int:
         """Close every connection signed in as ``user_id`` with 4009."""
+        await self._resolve(app_id)
         return await self.core.terminate_user_connections(app_id, user_id)

@@ -296,6 +296,38 @@ const scenarios = {
     w.disconnect();
   },
 
+  /** Subscription counts (tests/test_cluster_counts.py): a on P.port, b and c on P.port2 (another
+   *  node of the cluster); every client's channel.subscriptionCount follows the cluster's count. */
+  async subscription_count_cluster() {
+    const a = new Client('a');
+    const b = new Client('b', { port: P.port2 });
+    const c = new Client('c', { port: P.port2 });
+    const counts = { a: [], b: [], c: [] };
+    const reached = (client, n) => client.waitFor(
+      (r) => r.t === 'msg' && r.event === 'pusher_internal:subscription_count' && r.seenCount === n,
+      `${client.name}: subscription count ${n}`,
+    );
+    const follow = (client, ch) => ch.bind('pusher:subscription_count', (e) => {
+      counts[client.name].push(e.subscription_count);
+      client.record({ t: 'msg', event: 'pusher_internal:subscription_count', seenCount: ch.subscriptionCount });
+    });
+    const join = async (client) => { // bound before the count can arrive
+      follow(client, client.pusher.subscribe('counted'));
+      await client.msg('pusher_internal:subscription_succeeded', 'counted');
+    };
+    await join(a);
+    await reached(a, 1);
+    await join(b);
+    await Promise.all([reached(a, 2), reached(b, 2)]);
+    await join(c);
+    await Promise.all([reached(a, 3), reached(b, 3), reached(c, 3)]);
+    c.disconnect();
+    await Promise.all([a.next((r) => r.seenCount === 2, 'a: back to 2'), b.next((r) => r.seenCount === 2, 'b: back to 2')]);
+    out({ t: 'check', name: 'counts', ...counts });
+    a.disconnect();
+    b.disconnect();
+  },
+
   /** Cache channels with nothing cached: pusher:cache_miss right after subscription_succeeded. */
   async cache_miss() {
     const a = new Client('a');

@@ -228,12 +228,14 @@ class Adapter:
         raise NotImplementedError
 
     async def count_totals(self, app_id: str, kind: str, names: list[str]) -> list[int]:
-        """The current cluster totals of ``names`` (same order; live nodes only).
+        """The current cluster totals of ``names`` (same order), over the nodes not declared dead.
 
-        A read, for the core's decisions that need a total it was not told
-        (a watchlist's initial state). When the other nodes cannot be reached,
-        this node's counts are not known here: the adapter answers what it can
-        (at least 0 for each) rather than raising.
+        A read, for the core's decisions that need a total it was not told: a new
+        watchlist's initial state, and the confirmation of a ``channel_vacated``
+        when its debounce window ends (a return whose fact this node missed shows
+        here). It reflects every change applied before the call. When the other
+        nodes cannot be reached the adapter answers what it can (0 for what it
+        does not know) within its requests timeout, rather than raising.
         """
         raise NotImplementedError
 

@@ -32,12 +32,16 @@ Where we differ from soketi, on purpose:
   ``SOKETI_CORS_ORIGIN``                                  ``cors.origin``
   ``SOKETI_CHANNEL_LIMITS_MAX_PER_CONNECTION`` (100)      ``channelLimits.maxPerConnection``
   ``SOKETI_WEBHOOKS_MAX_QUEUE_BYTES`` (64 MiB)            ``webhooks.maxQueueBytes``
+  ``SOKETI_WEBHOOKS_RETRY_FOR`` (300000 ms)               ``webhooks.retryFor``
+  ``SOKETI_WEBHOOKS_MAX_BACKOFF`` (60000 ms)              ``webhooks.maxBackoff``
+  ``SOKETI_QUEUE_REDIS_MAX_JOBS`` (100000)                ``queue.redis.maxJobs``
+  ``SOKETI_QUEUE_REDIS_LEASE`` (15000 ms)                 ``queue.redis.lease``
   ``SOKETI_DEFAULT_APP_ENCRYPTION_MASTER_KEY_BASE64``     app field ``encryptionMasterKeyBase64``
   ====================================================== ===================================
 
   The master key is the one the official SDKs take for ``private-encrypted-``
   channels: 32 bytes in base64, checked at start.
-- soketi variables we accept but do not implement (NATS, SQL app managers, queues
+- soketi variables we accept but do not implement (NATS, SQL app managers, SQS
   ...) are listed in :data:`NOT_IMPLEMENTED_ENV` and logged as warnings when set.
 
 The package: :mod:`.model` (the dataclasses), :mod:`.values` (value checks),

@@ -160,6 +160,29 @@ class Config:
     redis_username: str | None = None
     redis_password: str | None = None
     redis_key_prefix: str = ""
+    #: where apps come from (``SOKETI_APP_MANAGER_DRIVER``): ``array`` (``apps`` above),
+    #: ``postgres`` or ``mysql`` (the ``apps`` table; see :mod:`soketi_impl.apps`)
+    app_manager_driver: str = "array"
+    #: keep apps read from a database for ``app_manager_cache_ttl`` seconds (<= 0: until
+    #: the process ends); without the cache every lookup asks the database
+    app_manager_cache_enabled: bool = False
+    app_manager_cache_ttl: float = -1
+    app_manager_postgres_table: str = "apps"
+    app_manager_mysql_table: str = "apps"
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_username: str = "postgres"
+    postgres_password: str = field(default="password", repr=False)
+    postgres_database: str = "main"
+    mysql_host: str = "127.0.0.1"
+    mysql_port: int = 3306
+    mysql_username: str = "root"
+    mysql_password: str = field(default="password", repr=False)
+    mysql_database: str = "main"
+    #: ``SOKETI_DB_POOLING_*``: a pool of min..max connections; off: one connection
+    db_pooling_enabled: bool = False
+    db_pooling_min: int = 0
+    db_pooling_max: int = 7
     shutdown_grace_period_ms: int = 3000
     user_authentication_timeout_ms: int = 30000
     webhooks_batching: bool = False
@@ -167,6 +190,24 @@ class Config:
     #: bytes of webhook bodies waiting to be sent before new events are dropped
     #: (``SOKETI_WEBHOOKS_MAX_QUEUE_BYTES``, ``webhooks.maxQueueBytes``; ours)
     webhooks_max_queue_bytes: int = 64 * 1024 * 1024
+    #: how long a webhook request is retried (``SOKETI_WEBHOOKS_RETRY_FOR``, ms; ours) and
+    #: the longest wait between two attempts (``SOKETI_WEBHOOKS_MAX_BACKOFF``, ms; ours)
+    webhooks_retry_for_ms: int = 300_000
+    webhooks_max_backoff_ms: int = 60_000
+    #: ``full`` (serve and process the webhook queue), ``server`` (serve, enqueue only)
+    #: or ``worker`` (process the queue only) (``SOKETI_MODE``)
+    mode: str = "full"
+    #: ``sync`` (webhooks wait in this process's memory) or ``redis`` (in Redis, durable;
+    #: :mod:`soketi_impl.webhooks.queue`) (``SOKETI_QUEUE_DRIVER``)
+    queue_driver: str = "sync"
+    #: requests one worker sends at once (``SOKETI_QUEUE_REDIS_CONCURRENCY``)
+    queue_redis_concurrency: int = 1
+    #: the Redis queue's bound in requests (``SOKETI_QUEUE_REDIS_MAX_JOBS``; ours; its
+    #: bound in bytes is ``webhooks_max_queue_bytes``)
+    queue_redis_max_jobs: int = 100_000
+    #: how long a worker's taken jobs stay its own without a heartbeat before another
+    #: worker takes them back (``SOKETI_QUEUE_REDIS_LEASE``, ms; ours)
+    queue_redis_lease_ms: int = 15_000
     #: channels one connection may be subscribed to at once; a subscription beyond
     #: it is refused (``SOKETI_CHANNEL_LIMITS_MAX_PER_CONNECTION``,
     #: ``channelLimits.maxPerConnection``; ours)

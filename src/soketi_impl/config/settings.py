@@ -12,9 +12,11 @@ from .values import (
     BOOL,
     ID,
     NONEMPTY,
+    NUMBER,
     OPTIONAL,
     PORT,
     POSITIVE,
+    SQL_NAME,
     TEXT,
     Kind,
     as_path_prefix,
@@ -41,7 +43,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", "SOKETI_PORT", "port", PORT),
     Setting("pathPrefix", "SOKETI_PATH_PREFIX", "path_prefix", Kind(as_path_prefix, text=True)),
     Setting("debug", "SOKETI_DEBUG", "debug", BOOL),
-    Setting("mode", "SOKETI_MODE", None, Kind(choice("full", "server"), text=True)),
+    Setting("mode", "SOKETI_MODE", "mode", Kind(choice("full", "server", "worker"), text=True)),
     Setting("activityTimeout", "SOKETI_ACTIVITY_TIMEOUT", "activity_timeout", int_kind(1)),
     Setting("pongTimeout", "SOKETI_PONG_TIMEOUT", "pong_timeout", POSITIVE),
     Setting(
@@ -159,8 +161,44 @@ SETTINGS: tuple[Setting, ...] = (
         Kind(optional_int(1)),
     ),
     Setting(
-        "appManager.driver", "SOKETI_APP_MANAGER_DRIVER", None, Kind(choice("array"), text=True)
+        "appManager.driver",
+        "SOKETI_APP_MANAGER_DRIVER",
+        "app_manager_driver",
+        Kind(choice("array", "postgres", "mysql"), text=True),
     ),
+    Setting(
+        "appManager.cache.enabled",
+        "SOKETI_APP_MANAGER_CACHE_ENABLED",
+        "app_manager_cache_enabled",
+        BOOL,
+    ),
+    Setting("appManager.cache.ttl", "SOKETI_APP_MANAGER_CACHE_TTL", "app_manager_cache_ttl", NUMBER),
+    Setting(
+        "appManager.postgres.table",
+        "SOKETI_APP_MANAGER_POSTGRES_TABLE",
+        "app_manager_postgres_table",
+        SQL_NAME,
+    ),
+    Setting(
+        "appManager.mysql.table", "SOKETI_APP_MANAGER_MYSQL_TABLE", "app_manager_mysql_table", SQL_NAME
+    ),
+    # knex's client versions in soketi: our drivers speak to any version, so accepted silently
+    Setting("appManager.postgres.version", "SOKETI_APP_MANAGER_POSTGRES_VERSION", None, TEXT),
+    Setting("appManager.mysql.version", "SOKETI_APP_MANAGER_MYSQL_VERSION", None, TEXT),
+    Setting("appManager.mysql.useMysql2", "SOKETI_APP_MANAGER_MYSQL_USE_V2", None, BOOL),
+    Setting("database.postgres.host", "SOKETI_DB_POSTGRES_HOST", "postgres_host", NONEMPTY),
+    Setting("database.postgres.port", "SOKETI_DB_POSTGRES_PORT", "postgres_port", PORT),
+    Setting("database.postgres.user", "SOKETI_DB_POSTGRES_USERNAME", "postgres_username", NONEMPTY),
+    Setting("database.postgres.password", "SOKETI_DB_POSTGRES_PASSWORD", "postgres_password", TEXT),
+    Setting("database.postgres.database", "SOKETI_DB_POSTGRES_DATABASE", "postgres_database", NONEMPTY),
+    Setting("database.mysql.host", "SOKETI_DB_MYSQL_HOST", "mysql_host", NONEMPTY),
+    Setting("database.mysql.port", "SOKETI_DB_MYSQL_PORT", "mysql_port", PORT),
+    Setting("database.mysql.user", "SOKETI_DB_MYSQL_USERNAME", "mysql_username", NONEMPTY),
+    Setting("database.mysql.password", "SOKETI_DB_MYSQL_PASSWORD", "mysql_password", TEXT),
+    Setting("database.mysql.database", "SOKETI_DB_MYSQL_DATABASE", "mysql_database", NONEMPTY),
+    Setting("databasePooling.enabled", "SOKETI_DB_POOLING_ENABLED", "db_pooling_enabled", BOOL),
+    Setting("databasePooling.min", "SOKETI_DB_POOLING_MIN", "db_pooling_min", int_kind(0)),
+    Setting("databasePooling.max", "SOKETI_DB_POOLING_MAX", "db_pooling_max", int_kind(1)),
     Setting("database.redis.host", "SOKETI_DB_REDIS_HOST", "redis_host", NONEMPTY),
     Setting("database.redis.port", "SOKETI_DB_REDIS_PORT", "redis_port", PORT),
     Setting("database.redis.db", "SOKETI_DB_REDIS_DB", "redis_db", int_kind(0)),
@@ -192,6 +230,18 @@ SETTINGS: tuple[Setting, ...] = (
         "webhooks_max_queue_bytes",
         int_kind(1024),
     ),
+    # the durable queue (soketi's names) and the retry schedule (ours), see README.md
+    Setting("queue.driver", "SOKETI_QUEUE_DRIVER", "queue_driver", Kind(choice("sync", "redis"), text=True)),
+    Setting(
+        "queue.redis.concurrency",
+        "SOKETI_QUEUE_REDIS_CONCURRENCY",
+        "queue_redis_concurrency",
+        int_kind(1),
+    ),
+    Setting("queue.redis.maxJobs", "SOKETI_QUEUE_REDIS_MAX_JOBS", "queue_redis_max_jobs", int_kind(1)),
+    Setting("queue.redis.lease", "SOKETI_QUEUE_REDIS_LEASE", "queue_redis_lease_ms", int_kind(1000)),
+    Setting("webhooks.retryFor", "SOKETI_WEBHOOKS_RETRY_FOR", "webhooks_retry_for_ms", int_kind(0)),
+    Setting("webhooks.maxBackoff", "SOKETI_WEBHOOKS_MAX_BACKOFF", "webhooks_max_backoff_ms", int_kind(10)),
 )
 
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

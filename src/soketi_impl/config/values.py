@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -245,7 +246,20 @@ def _webhook(value: Any, label: str) -> WebhookConfig:
     )
 
 
+_SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?")
+
+
+def sql_name(value: Any, label: str) -> str:
+    """A table name (``apps`` or ``schema.apps``): letters, digits, ``_``, ``$``; it is
+    quoted in the queries, so only plain names are taken."""
+    if isinstance(value, str) and _SQL_NAME.fullmatch(value):
+        return value
+    raise ConfigError(label, "a table name (letters, digits, _ and $; schema.table allowed)", value)
+
+
 BOOL = Kind(as_bool)
+NUMBER = Kind(as_number)
+SQL_NAME = Kind(sql_name, text=True)
 TEXT = Kind(as_str, text=True)
 NONEMPTY = Kind(nonempty_str, text=True)
 OPTIONAL = Kind(optional_str, text=True)

@@ -25,10 +25,11 @@ route serves the app whose key signed the request.
 
 from __future__ import annotations
 
+import inspect
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 import orjson
@@ -73,6 +74,17 @@ class _Head:
         self.call = call
         self.handler = handler
         self.paths = paths
+
+
+class _Unresolved(Exception):
+    """The app manager must ask its database for the request's app: ``pending`` answers."""
+
+    def __init__(self, pending: Awaitable[AppState | None]) -> None:
+        super().__init__("app lookup pending")
+        self.pending = pending
+
+
+_ASK: Any = object()  # _head: look the app up (rather than take the one already found)
 
 
 @types.coroutine
@@ -131,9 +143,32 @@ class HttpApi:
             return health
         if request.method == "OPTIONS":
             return self._finish(request, None, self.cors.preflight(request))
-        app: AppState | None = None
         try:
             head = self._checked_head(request) or self._head(request)
+        except _Unresolved as wait:
+            return self._handle_later(request, wait.pending)
+        except ApiError as exc:
+            return self._finish(request, None, error_response(exc))
+        return self._serve(request, head)
+
+    async def _handle_later(
+        self, request: HttpRequest, pending: Awaitable[AppState | None]
+    ) -> HttpResponse:
+        """:meth:`handle` once the app manager found the app (or did not: 404)."""
+        found = await pending
+        try:
+            head = self._head(request, found)
+        except ApiError as exc:
+            return self._finish(request, None, error_response(exc))
+        response = self._serve(request, head)
+        if inspect.isawaitable(response):
+            response = await response
+        return response
+
+    def _serve(self, request: HttpRequest, head: _Head) -> HttpResponse | Awaitable[HttpResponse]:
+        """Signature, app switch and rates, then the handler (``head`` found the app)."""
+        app: AppState | None = None
+        try:
             call = head.call
             app = call.app
             cfg = app.config
@@ -168,13 +203,21 @@ class HttpApi:
         refused anyway is never buffered: an unknown route (404) or method (405), an
         unknown app (404), missing or stale auth parameters, a wrong key, a body
         announced without ``body_md5`` (401). None means: read the body, then
-        :meth:`handle`. Health and ``OPTIONS`` requests are left to :meth:`handle`.
+        :meth:`handle`. Health and ``OPTIONS`` requests are left to :meth:`handle`, and
+        so is a request whose app the app manager must first ask its database for.
         """
         if request.method == "OPTIONS" or self._health_path(request.path) is not None:
             return None
         app: AppState | None = None
         try:
-            head = self._head(request)
+            try:
+                head = self._head(request)
+            except _Unresolved as wait:
+                # The shared lookup goes on; handle() joins it once the body is in.
+                close = getattr(wait.pending, "close", None)
+                if close is not None:
+                    close()  # this request's coroutine around it is not needed
+                return None
             app = head.call.app
             has_body = _announces_body(request.headers)
             check_api_head(head.call.params, app.config.key, self.clock(), has_body=has_body)
@@ -222,8 +265,12 @@ class HttpApi:
             head.call = Call(self, call.app, request, call.params, call.args)
         return head
 
-    def _head(self, request: HttpRequest) -> _Head:
-        """Route, app and query of ``request``; raises :class:`ApiError` (400/404/405)."""
+    def _head(self, request: HttpRequest, found: AppState | None = _ASK) -> _Head:
+        """Route, app and query of ``request``; raises :class:`ApiError` (400/404/405).
+
+        ``found``: the app already looked up. Else it is looked up, and when that means
+        asking a database, :class:`_Unresolved` is raised with the pending lookup.
+        """
         raw = request.path
         path = raw
         if self.prefix:
@@ -239,21 +286,29 @@ class HttpApi:
             params = parse_query(request.query)
         except UnicodeDecodeError:
             raise ApiError(400, "The query string is not valid UTF-8.") from None
-        app = self._app(match.args.get("app_id"), params)
+        app = self._app(match.args.get("app_id"), params, found)
         decoded = "/".join(parts)
         paths = (raw,) if decoded == path else (raw, self.prefix + decoded)
         return _Head(Call(self, app, request, params, match.args), match.route.handler, paths)
 
-    def _app(self, app_id: str | None, params: dict[str, str]) -> AppState:
+    def _app(self, app_id: str | None, params: dict[str, str], found: Any = _ASK) -> AppState:
+        app: Any = found
+        if app is _ASK:
+            pusher = self.pusher
+            key = None if app_id is not None else params.get("auth_key", "")
+            if pusher.app_manager is None:  # the configured apps: two dicts
+                app = pusher.apps_by_key.get(key) if key is not None else pusher.apps.get(app_id or "")
+            else:
+                app = pusher.find_app(key, app_id)
+                if app is not None and inspect.isawaitable(app):
+                    raise _Unresolved(app)
         if app_id is not None:
-            app = self.pusher.apps.get(app_id)
             if app is None:
                 raise ApiError(404, f"Unknown app id {echo(app_id)!r}.")
-            return app
-        app = self.pusher.apps_by_key.get(params.get("auth_key", ""))
+            return cast("AppState", app)
         if app is None:
             raise ApiError(404, "Unknown app: no app has this auth_key.")
-        return app
+        return cast("AppState", app)
 
     def _admit(self, call: Call) -> None:
         """After the signature: the app's switch and its read-request rate."""

@@ -25,14 +25,15 @@ messages that reach one connection within one loop iteration leave in one write.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs
 
 from ..adapters.base import Adapter, LocalAdapter
-from ..config import AppConfig, Config
+from ..config import Config
 from ..connection import Connection
 from ..errors import ProtocolError, SoketiError
 from ..router import Router
@@ -43,11 +44,15 @@ from .api import InProcessApi
 from .client_events import client_event
 from .counts import DEFAULT_WINDOW_S, Counts
 from .events import Observer
+from .lookup import Admitting, AppLookup
 from .observing import Observers
 from .presence import Presence
 from .state import AppState, Socket, is_socket_id, new_socket_id
 from .subscriptions import Subscriptions
 from .users import Users
+
+if TYPE_CHECKING:
+    from ..apps import AppManager
 
 __all__ = ["PusherServer"]
 
@@ -57,7 +62,7 @@ _PROTOCOLS = frozenset({"5", "6", "7"})
 _O = TypeVar("_O", bound=Observer)
 
 
-class PusherServer(InProcessApi):
+class PusherServer(AppLookup, InProcessApi):
     """Pusher protocol handlers for a :class:`Router`, and the in-process API.
 
     ``adapter`` defaults to :class:`~soketi_impl.adapters.base.LocalAdapter` (one
@@ -65,6 +70,8 @@ class PusherServer(InProcessApi):
     may stay silent after the server's ping before it is closed with 4201.
     ``clock`` (seconds, monotonic) drives activity, rate windows, cache expiry and
     the sweep's decisions. ``webhooks``, when given, is registered as an observer.
+    ``app_manager``, when dynamic (apps in a database, see :mod:`soketi_impl.apps`),
+    is asked for each connection's and request's app instead of ``config.apps``.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class PusherServer(InProcessApi):
         adapter: Adapter | None = None,
         pong_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        app_manager: AppManager | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -92,8 +100,15 @@ class PusherServer(InProcessApi):
         self.presence = Presence(self)
         self.users = Users(self)
         self.counts = Counts(self, getattr(webhooks, "debounce_s", DEFAULT_WINDOW_S))
-        for app_config in config.apps:
-            self.add_app(app_config)
+        if hasattr(webhooks, "still_vacated"):
+            webhooks.still_vacated = self.counts.still_vacated
+        #: called with each app's state when it is added (metrics)
+        self.app_added: list[Callable[[AppState], None]] = []
+        #: the dynamic app manager, or None: the apps are ``config.apps``
+        self.app_manager = app_manager if app_manager is not None and app_manager.dynamic else None
+        if self.app_manager is None:
+            for app_config in config.apps:
+                self.add_app(app_config)
         self._outbox: Outbox | None = None
         self._orphans = Stats()  # sockets refused before an app was known
         self._sweeper: asyncio.Task[None] | None = None
@@ -112,13 +127,6 @@ class PusherServer(InProcessApi):
             "pusher:signin": self.users.on_signin,
         }
         self.adapter.attach(self)
-
-    def add_app(self, app_config: AppConfig) -> AppState:
-        """Serve one more app (the config's apps are added at construction)."""
-        state = AppState(app_config, self.clock)
-        self.apps[app_config.id] = state
-        self.apps_by_key[app_config.key] = state
-        return state
 
     def add_observer(self, observer: _O) -> _O:
         """Register an :class:`~soketi_impl.pusher.events.Observer`; returns it (usable as a decorator)."""
@@ -148,14 +156,28 @@ class PusherServer(InProcessApi):
             self.outbox, stats, send=send, buffer_size=conn.write_buffer_size, on_overflow=overflow,
         )
 
-    def on_new_connection(self, conn: Connection) -> None:
-        """Router handler: greet with ``pusher:connection_established`` or refuse with a code."""
+    def on_new_connection(self, conn: Connection) -> Awaitable[None] | None:
+        """Router handler: greet with ``pusher:connection_established`` or refuse with a code.
+
+        With a dynamic app manager that must ask its database, this returns an awaitable
+        that admits the connection once the app is known.
+        """
         path, _, query = (conn.path or "").partition("?")
         prefix = self.config.path_prefix.rstrip("/")
         if prefix and path.startswith(prefix):
             path = path[len(prefix):]
         key = path[len("/app/"):] if path.startswith("/app/") else None
-        app = self.apps_by_key.get(key) if key else None
+        if self.app_manager is not None and key:
+            found = self.find_app(key)
+            if inspect.isawaitable(found):
+                return self.admit_later(conn, key, query, found)
+            self._admit(conn, key, query, found)
+            return None
+        self._admit(conn, key, query, self.apps_by_key.get(key) if key else None)
+        return None
+
+    def _admit(self, conn: Connection, key: str | None, query: str, app: AppState | None) -> None:
+        """Greet or refuse ``conn`` now that its app (or its absence) is known."""
         sid = conn.id if is_socket_id(conn.id) else new_socket_id()
         sink = self._sink_for(conn, app.stats if app is not None else self._orphans)
         now = self.clock()
@@ -194,6 +216,8 @@ class PusherServer(InProcessApi):
         """Router handler: leave every channel, sign out, forget the socket (linear in its channels)."""
         sock = conn.state
         if not isinstance(sock, Socket):
+            if isinstance(sock, Admitting):
+                conn.state = None  # tells the admission not to go on
             return
         sock.closing = True
         sock.sink.close()
@@ -290,6 +314,8 @@ class PusherServer(InProcessApi):
         """Router handler: one client frame."""
         sock = conn.state
         if not isinstance(sock, Socket) or sock.closing or sock.app is None:
+            if isinstance(sock, Admitting):
+                sock.hold(message)
             return
         stats = sock.app.stats
         stats.ws_messages_received += 1

@@ -16,22 +16,27 @@ adapter answers with each change of the cluster total
   vacate happened and whether it was its own; a return within the window is then
   told by the node that told the vacate (its sender drops both: nothing is sent),
   otherwise by the node whose change it was. The interval is measured on the
-  adapter's shared clock (``at_ms``), so every node makes the same decision.
+  adapter's shared clock (``at_ms``), so every node makes the same decision. When
+  the window ends, the sender asks :meth:`Counts.still_vacated` (the cluster's
+  total, read from the adapter) before it sends the vacate, which catches a
+  return this node did not hear of (it was cut off from the other nodes).
 - the ``subscription_count`` observer event (webhook) with the cluster total, on
   the node whose change it was;
 - ``pusher_internal:subscription_count`` with the cluster total to this node's
   subscribers, on every node, when the app enables it (``enableSubscriptionCount``;
-  not for presence channels, whose member list says it);
+  not for presence channels, whose member list says it), the latest total once per
+  loop iteration;
 - watchlist ``online`` when a user's total goes 0 -> >0 and ``offline`` when it
   goes back to 0, to this node's watchers, on every node.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..adapters.base import CHANNEL, USER, crosses_zero
 from . import messages
@@ -59,6 +64,8 @@ class Counts:
         #: (app id, channel) -> (at_ms of its last vacate, told here, monotonic when heard);
         #: insertion-ordered, so the oldest are at the front
         self._vacated: OrderedDict[tuple[str, str], tuple[int, bool, float]] = OrderedDict()
+        #: (app, channel) -> the total to send its subscribers at the end of this loop iteration
+        self._counts_due: dict[tuple[AppState, str], int] = {}
 
     # ------------------------------------------------------------------ this node's changes
 
@@ -117,8 +124,32 @@ class Counts:
                 observers.tell("channel_occupied", cfg, channel)
         if origin and policy.counted and observers:
             observers.tell("subscription_count", cfg, channel, total)
-        if cfg.enable_subscription_count and policy.counted and not policy.presence and total > 0:
-            app.table.broadcast(channel, messages.subscription_count(channel, total), None)
+        if cfg.enable_subscription_count and policy.counted and not policy.presence:
+            self._send_count(app, channel, total)
+
+    def _send_count(self, app: AppState, channel: str, total: int) -> None:
+        """Queue ``pusher_internal:subscription_count`` for this node's subscribers.
+
+        Coalesced per channel and loop iteration: a burst of subscriptions (a
+        reconnect storm) sends each subscriber the latest count once, not one
+        message per change (which would be quadratic in the channel's size).
+        """
+        due = self._counts_due
+        if not due:
+            asyncio.get_running_loop().call_soon(self._flush_counts)
+        due[(app, channel)] = total
+
+    def _flush_counts(self) -> None:
+        due, self._counts_due = self._counts_due, {}
+        for (app, channel), total in due.items():
+            if total > 0:
+                app.table.broadcast(channel, messages.subscription_count(channel, total), None)
+
+    async def still_vacated(self, app: Any, channel: str) -> bool:
+        """Whether ``channel`` is still empty on every node (the webhook sender asks when a
+        vacate's debounce window ends: a return whose fact this node missed is caught here)."""
+        (total,) = await self.core.adapter.count_totals(app.id, CHANNEL, [channel])
+        return total == 0
 
     def _remember(self, app_id: str, channel: str, at_ms: int, mine: bool) -> None:
         vacated = self._vacated

@@ -35,13 +35,15 @@ class Observer:
         """A connection left a channel (unsubscribe or close)."""
 
     def channel_occupied(self, app: AppConfig, channel: str) -> None:
-        """A channel got its first subscriber."""
+        """A channel got its first subscriber on any node (told on one node of the cluster)."""
 
     def channel_vacated(self, app: AppConfig, channel: str) -> None:
-        """A channel lost its last subscriber."""
+        """A channel lost its last subscriber on every node (told on one node of the cluster;
+        the webhook sender debounces it, see :mod:`soketi_impl.pusher.counts`)."""
 
     def subscription_count(self, app: AppConfig, channel: str, count: int) -> None:
-        """A channel's subscriber count changed (not told for ``#server-to-user-`` channels)."""
+        """A channel's subscriber count changed; ``count`` is the cluster's (told on the node
+        whose change it was; not for ``#server-to-user-`` channels)."""
 
     def member_added(self, app: AppConfig, channel: str, user_id: str, user_info: Any) -> None:
         """A user's first connection joined a presence channel."""

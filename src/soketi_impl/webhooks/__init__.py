@@ -12,7 +12,12 @@ The official SDKs check it with ``validate_webhook``.
 
 - :mod:`.sender`: :class:`WebhookSender`, the core's observer (what to send, the debounce);
 - :mod:`.delivery`: the bounded queue, batching, retries with backoff, the flush at close;
-- :mod:`.model`: what is read from the configuration.
+- :mod:`.model`: what is read from the configuration;
+- with ``SOKETI_QUEUE_DRIVER=redis``: :mod:`.queue` (the durable queue in Redis),
+  :mod:`.durable` (the server enqueues) and :mod:`.worker` (sends, ``SOKETI_MODE``).
+
+Every request carries ``X-Pusher-Idempotency-Key`` (the same on its retries and
+redeliveries) so that receivers can de-duplicate: delivery is at least once.
 """
 
 from __future__ import annotations

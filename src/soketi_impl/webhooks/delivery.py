@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +28,13 @@ import aiohttp
 from ..signing import webhook_signature
 from .model import AppLike, WebhookLike
 
-__all__ = ["Delivery"]
+__all__ = ["IDEMPOTENCY_HEADER", "Delivery"]
 
 log = logging.getLogger("soketi_impl.webhooks")
+
+#: Each request's unique id, the same on its retries (and on redeliveries from the Redis
+#: queue): receivers de-duplicate with it (at-least-once delivery).
+IDEMPOTENCY_HEADER = "X-Pusher-Idempotency-Key"
 
 # Bounds one request body: a batch of client events can carry 100 KB each.
 _MAX_BATCH_EVENTS = 100
@@ -289,7 +294,8 @@ class Delivery:
         if not self._queue and not self._live:
             self._idle.set()
 
-    def _start_request(self, app: AppLike, webhook: WebhookLike, events: list[bytes]) -> None:
+    def _request_for(self, app: AppLike, webhook: WebhookLike, events: list[bytes]) -> Request:
+        """The signed POST for ``events``, with its idempotency key (the same on every retry)."""
         # The events are encoded once, when queued: the body is their concatenation.
         body = b'{"time_ms":%d,"events":[%b]}' % (int(self._clock() * 1000), b",".join(events))
         headers = dict(webhook.headers)
@@ -297,10 +303,14 @@ class Delivery:
         headers["Content-Type"] = "application/json"
         headers["X-Pusher-Key"] = app.key
         headers["X-Pusher-Signature"] = webhook_signature(app.secret, body)
-        request = Request(webhook.url, body, headers, len(events), app.id)
+        headers[IDEMPOTENCY_HEADER] = uuid.uuid4().hex
+        return Request(webhook.url, body, headers, len(events), app.id)
+
+    def _start_request(self, app: AppLike, webhook: WebhookLike, events: list[bytes]) -> None:
+        request = self._request_for(app, webhook, events)
         self._live[request] = None
         self._live_events += request.n_events
-        self._live_bytes += len(body)
+        self._live_bytes += len(request.body)
         request.task = asyncio.get_running_loop().create_task(self._deliver(request))
 
     async def _deliver(self, request: Request) -> None:
@@ -316,7 +326,8 @@ class Delivery:
                         self._tell("sent", request, None)
                     return
                 elapsed = loop.time() - started
-                if elapsed + delay > self.retry_for_s and not self._hurry.is_set():
+                # the last attempt falls on retry_for_s: an outage shorter than it loses nothing
+                if elapsed >= self.retry_for_s and not self._hurry.is_set():
                     if self._finish(request):
                         self.failed += request.n_events
                         self._tell("failed", request, error)
@@ -325,7 +336,7 @@ class Delivery:
                             request.url, request.app_id, request.n_events, elapsed, error,
                         )
                     return
-                await self._backoff(delay)
+                await self._backoff(min(delay, max(0.0, self.retry_for_s - elapsed)))
                 self.retries += 1
                 self._tell("retried", request, error)
                 delay = min(delay * 2, self.max_backoff_s)

@@ -9,7 +9,12 @@ never waits on a webhook receiver.
 ``channel_vacated`` and ``member_removed`` wait ``debounce_s`` (3 s, Pusher). If
 the channel is occupied again (the same member added again) meanwhile, both the
 pending event and the new ``channel_occupied`` (``member_added``) are dropped: a
-page reload sends nothing. :meth:`WebhookSender.close` releases debounced events
+page reload sends nothing. With several nodes the channel may come back on
+another one: the core then tells this sender ``channel_occupied`` (see
+:mod:`soketi_impl.pusher.counts`), and when its window ends, a vacate is
+confirmed with :attr:`WebhookSender.still_vacated` (set by the core: the cluster's
+total is still 0) before it is sent; an occupation told while that is being
+checked still counts as a return within the window. :meth:`WebhookSender.close` releases debounced events
 at once (the server is going away, so those channels are not coming back on it),
 gives everything ``grace_s`` to go out and logs what is left as
 "N undelivered event(s) dropped at shutdown".
@@ -30,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,6 +70,8 @@ class _Pending:
     app: AppLike
     event: dict[str, Any]
     handle: Cancellable | None
+    #: its window ended; :attr:`WebhookSender.still_vacated` is being asked
+    confirming: bool = False
 
 
 class WebhookSender(Observer, Delivery):
@@ -112,6 +119,11 @@ class WebhookSender(Observer, Delivery):
         self.debounce_s = debounce_s
         self._call_later = call_later
         self._pending: dict[tuple[str, ...], _Pending] = {}
+        #: awaited when a debounced ``channel_vacated``'s window ends, ``(app, channel)``:
+        #: False drops it (occupied again elsewhere); None sends it at once
+        self.still_vacated: Callable[[AppLike, str], Awaitable[bool]] | None = None
+        #: the running confirmations (at most one per pending vacate)
+        self._confirming: set[asyncio.Future[None]] = set()
         self._closing = False
         self._closed_event = asyncio.Event()
 
@@ -158,6 +170,8 @@ class WebhookSender(Observer, Delivery):
                 pending.handle.cancel()
             self._enqueue_event(pending.app, pending.event)
         self._pending.clear()
+        for task in list(self._confirming):
+            task.cancel()
         await self._flush(grace_s)
         self._closed_event.set()
 
@@ -267,9 +281,33 @@ class WebhookSender(Observer, Delivery):
         self._pending[key] = pending
 
     def _debounce_fire(self, key: tuple[str, ...], pending: _Pending) -> None:
+        if self._pending.get(key) is not pending:
+            return
+        confirm = self.still_vacated
+        if key[0] == "c" and confirm is not None:
+            # stays pending (a return meanwhile still cancels it) until the cluster answers
+            pending.handle = None
+            pending.confirming = True
+            task = asyncio.ensure_future(self._confirm(key, pending, confirm))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+            return
+        del self._pending[key]
+        self._enqueue_event(pending.app, pending.event)
+
+    async def _confirm(
+        self, key: tuple[str, ...], pending: _Pending, confirm: Callable[[AppLike, str], Awaitable[bool]]
+    ) -> None:
+        try:
+            vacated = await confirm(pending.app, pending.event["channel"])
+        except Exception as exc:  # cannot ask: send it, as a single node would
+            log.warning("webhooks: could not confirm channel_vacated of %s (%s); sending it",
+                        pending.event["channel"], exc)
+            vacated = True
         if self._pending.get(key) is pending:
             del self._pending[key]
-            self._enqueue_event(pending.app, pending.event)
+            if vacated:
+                self._enqueue_event(pending.app, pending.event)
 
     def _enqueue_event(self, app: AppLike, event: dict[str, Any]) -> None:
         if self._closed:
