@@ -211,3 +211,22 @@ def test_an_unreadable_credentials_file_stops_the_start(tmp_path: object) -> Non
     assert proc.returncode == 1
     assert f"SOKETI_ADAPTER_NATS_CREDENTIALS: cannot read {missing}: No such file or directory" in proc.stderr
     assert "listening on" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def test_a_node_stops_promptly_while_nats_is_away(prefix: str) -> None:
+    proxy = Proxy(NATS_HOST, NATS_PORT)
+    await proxy.start()
+    via_proxy = {"SOKETI_ADAPTER_NATS_SERVERS": f"127.0.0.1:{proxy.port}"}
+    stopping = node("nats", prefix, env=via_proxy, heartbeat_interval=0.1, dead_after=0.5)
+    a = await stopping.__aenter__()
+    try:
+        ann = await Client.open(a.port)
+        await ann.join("presence-stop", "ann")
+        await ann.subscribe("news")
+        await proxy.cut()
+        await wait_for(lambda: not a.pusher.adapter.connected)
+    finally:
+        started = time.monotonic()
+        await asyncio.wait_for(stopping.__aexit__(None, None, None), TIMEOUT)
+    assert time.monotonic() - started < 3.0
+    await proxy.cut()

@@ -208,8 +208,10 @@ class NatsAdapter(Adapter):
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        await self.presence.settle(self.requests_timeout)
-        await self.counts.settle(self.requests_timeout)
+        # NATS away: what is in flight would only wait for its timeout
+        settle = self.requests_timeout if self.connected else 0.0
+        await self.presence.settle(settle)
+        await self.counts.settle(settle)
         if self._resyncing is not None:
             self._resyncing.cancel()
         if self.connected:

@@ -96,7 +96,7 @@ class NatsCounts:
         if key not in self._writers:
             task = asyncio.get_running_loop().create_task(self._write(key))
             self._writers[key] = task
-            task.add_done_callback(lambda _t: self._writers.pop(key, None))
+            task.add_done_callback(lambda t: self._writers.pop(key) if self._writers.get(key) is t else None)
 
     def busy(self, key: str) -> bool:
         """Whether a change of this key is waiting or being written."""
@@ -243,6 +243,10 @@ class NatsCounts:
                 pass  # changed meanwhile: it is in use again
 
     async def settle(self, timeout: float) -> None:
-        """Let the writes in flight finish (closing)."""
-        if self._writers:
-            await asyncio.wait(list(self._writers.values()), timeout=timeout)
+        """Let the writes in flight finish (closing), then cancel what is left."""
+        writers = list(self._writers.values())
+        if writers and timeout > 0:
+            await asyncio.wait(writers, timeout=timeout)
+        for task in writers:
+            task.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)

@@ -83,16 +83,23 @@ class _KeyLocks:
         if lock is None:
             lock = asyncio.Lock()
         self._locks[key] = (lock, users + 1)
-        await lock.acquire()
+        try:
+            await lock.acquire()
+        except BaseException:  # cancelled while waiting: not a user any more
+            self._forget(key)
+            raise
         return lock
 
-    def release(self, key: str) -> None:
+    def _forget(self, key: str) -> None:
         lock, users = self._locks[key]
-        lock.release()
         if users <= 1:
             del self._locks[key]
         else:
             self._locks[key] = (lock, users - 1)
+
+    def release(self, key: str) -> None:
+        self._locks[key][0].release()
+        self._forget(key)
 
 
 class DistributedPresence:
@@ -113,7 +120,7 @@ class DistributedPresence:
 
     async def settle(self, timeout: float) -> None:
         """Let the joins and leaves in flight finish (closing), then cancel what is left."""
-        if self._tasks:
+        if self._tasks and timeout > 0:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         for task in list(self._tasks):
             task.cancel()
