@@ -30,6 +30,8 @@ from cluster_util import (
     wait_for,
 )
 from conftest import APP_ID, base_env
+from soketi_impl.adapters.base import CHANNEL
+from soketi_impl.adapters.nats.store import count_key
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +85,13 @@ async def test_nats_outage_keeps_local_delivery_and_re_registers_presence(
             if msg["event"] == "pusher_internal:member_added":
                 back.add(json.loads(msg["data"])["user_id"])
         assert sorted(await b.pusher.presence_users(APP_ID, "presence-out")) == ["ann", "bob", "watcher"]
+        # A's subscription counts were reaped with it, and are registered again too.
+        replica = b.pusher.adapter.store.replica
+        key = count_key(APP_ID, CHANNEL, "presence-out")
+        await wait_for(lambda: replica.get(key, (0, {}))[1].get("s", {}) == {
+            a.pusher.adapter.node_id: 2, b.pusher.adapter.node_id: 1,
+        })
+        assert await b.pusher.adapter.count_totals(APP_ID, CHANNEL, ["presence-out"]) == [3]
 
         async def crossed() -> None:
             while True:
