@@ -10,9 +10,11 @@ bucket) and deletes its bucket afterwards.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import nats
 import pytest
@@ -239,3 +241,69 @@ async def test_a_node_stops_promptly_while_nats_is_away(prefix: str) -> None:
         await asyncio.wait_for(stopping.__aexit__(None, None, None), TIMEOUT)
     assert time.monotonic() - started < 3.0
     await proxy.cut()
+
+
+# ---------------------------------------------------------------- the pure parts, no NATS
+
+
+class _Recorder:
+    """Records what the counts report to the core (the AdapterHost calls used here)."""
+
+    def __init__(self) -> None:
+        self.totals: list[tuple[str, int, int, bool]] = []
+
+    def count_total_changed(
+        self, app_id: str, kind: str, name: str, total: int, previous: int, origin: bool, at_ms: int
+    ) -> None:
+        self.totals.append((name, total, previous, origin))
+
+
+def test_count_changes_are_reported_by_their_origin_and_across_zero_to_others() -> None:
+    from soketi_impl.adapters.nats import NatsAdapter
+    from soketi_impl.adapters.nats.counts import set_share
+    from soketi_impl.config import load_config
+
+    adapter = NatsAdapter(load_config(None, environ=base_env(0, SOKETI_ADAPTER_DRIVER="nats")))
+    host = _Recorder()
+    adapter.host = host  # type: ignore[assignment]
+    me, other = adapter.node_id, "other-node"
+    key = count_key(APP_ID, CHANNEL, "news")
+    value: dict[str, Any] = {}
+    assert set_share(value, other, 1, other, False) == (1, 0)
+    assert set_share(value, other, 1, other, False) == (1, 1)  # no change: nothing to write
+    adapter.counts.applied(key, 1, {}, copy.deepcopy(value), 1000, False)
+    assert host.totals == [("news", 1, 0, False)]  # crosses zero: every node hears it
+    old = copy.deepcopy(value)
+    assert set_share(value, other, 2, other, False) == (2, 1)
+    adapter.counts.applied(key, 2, old, copy.deepcopy(value), 1001, False)
+    assert host.totals == [("news", 1, 0, False)]  # another node's change, no crossing: not ours
+    # Our own change (revision 3: our share 1, total 2 -> 3) is skipped by the watch,
+    # which shows revision 4 next (the other node leaves with every_node: 3 -> 1).
+    old = copy.deepcopy(value)
+    assert set_share(value, me, 1, me, False) == (3, 2)
+    adapter.counts._own[key] = [(3, 3, 2)]
+    assert set_share(value, other, 0, other, True) == (1, 3)
+    adapter.counts.applied(key, 4, old, copy.deepcopy(value), 1002, False)
+    assert host.totals[1:] == [("news", 3, 2, True), ("news", 1, 3, False)]  # ours first, in order
+    assert key not in adapter.counts._own
+    # Our own change seen by the watch: reported once, as its origin.
+    old = copy.deepcopy(value)
+    assert set_share(value, me, 0, me, False) == (0, 1)
+    adapter.counts.applied(key, 5, old, copy.deepcopy(value), 1003, False)
+    assert host.totals[3:] == [("news", 0, 1, True)]
+
+
+def test_presence_edits_keep_one_member_per_user_and_the_limit() -> None:
+    from soketi_impl.adapters.nats.presence import add_member, remove_member
+
+    users: dict[str, dict[str, object]] = {}
+    assert add_member(users, "n1", "ann", {"a": 1}, 2) == 1
+    assert add_member(users, "n2", "ann", {"a": 2}, 2) == 0  # the same user on another node
+    assert add_member(users, "n2", "bob", None, 2) == 1
+    assert add_member(users, "n1", "cid", None, 2) == -1  # full
+    assert add_member(users, "n1", "ann", None, 2) == 0  # a member may come back anywhere
+    assert users["ann"] == {"i": {"a": 1}, "n": ["n1", "n2"]}
+    assert remove_member(users, "n1", "ann") == 0  # still on n2
+    assert remove_member(users, "n2", "ann") == 1
+    assert remove_member(users, "n2", "ann") == 0  # idempotent
+    assert list(users) == ["bob"]
