@@ -166,7 +166,7 @@ async def test_a_query_answers_when_a_node_stays_silent(prefix: str, caplog: pyt
 
 async def test_the_outbox_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     from soketi_impl.adapters.nats import NatsAdapter
-    from soketi_impl.adapters.nats.outbox import MAX_QUEUE
+    from soketi_impl.adapters.nats.outbox import MAX_QUEUE, MAX_QUEUE_BYTES
     from soketi_impl.config import load_config
 
     adapter = NatsAdapter(load_config(None, environ=base_env(0, SOKETI_ADAPTER_DRIVER="nats")))
@@ -176,6 +176,14 @@ async def test_the_outbox_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     assert adapter.outbox.dropped == 3
     lines = [r for r in caplog.records if "cross-node delivery is failing" in r.getMessage()]
     assert len(lines) == 1
+    # bytes are bounded too
+    big = NatsAdapter(load_config(None, environ=base_env(0, SOKETI_ADAPTER_DRIVER="nats")))
+    frame = b"x" * (1024 * 1024)
+    sent = MAX_QUEUE_BYTES // len(frame) + 2
+    for _ in range(sent):
+        big.publish(APP_ID, "news", frame, None, False)
+    assert big.outbox.dropped >= 2 and big.outbox.dropped + len(big.outbox._queue) == sent
+    assert big.outbox._bytes <= MAX_QUEUE_BYTES
 
 
 def test_a_prefix_that_is_no_subject_is_refused() -> None:

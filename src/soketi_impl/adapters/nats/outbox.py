@@ -3,7 +3,8 @@
 :meth:`~soketi_impl.adapters.base.Adapter.publish` is synchronous and nats-py's
 ``publish`` is a coroutine, so every publish of a node (events, requests, replies,
 heartbeats) goes through :class:`Outbox`: a queue of at most ``MAX_QUEUE`` messages
-and one writer task, which keeps a node's messages in the order it sent them.
+(and ``MAX_QUEUE_BYTES``) and one writer task, which keeps a node's messages in the
+order it sent them.
 Beyond the bound, and when nats-py's own reconnect buffer (``pending_size``) is
 full, a message is dropped and one warning line at most every 10 s says so.
 """
@@ -27,6 +28,7 @@ __all__ = ["MAX_QUEUE", "Outbox"]
 log = logging.getLogger("soketi_impl.nats")
 
 MAX_QUEUE = 100_000  # messages waiting for the writer; beyond, new ones are dropped
+MAX_QUEUE_BYTES = 64 * 1024 * 1024  # and their bytes
 
 
 class Outbox:
@@ -38,15 +40,17 @@ class Outbox:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._bytes = 0
         self._warn = Throttle()
         #: messages dropped so far (queue full, or NATS unreachable)
         self.dropped = 0
 
     def put(self, subject: str, payload: bytes, reply: str = "") -> None:
         """Queue one message (dropped, with a rate-limited warning, when the queue is full)."""
-        if len(self._queue) >= MAX_QUEUE:
-            self._drop(f"{MAX_QUEUE} messages already wait for NATS")
+        if len(self._queue) >= MAX_QUEUE or self._bytes + len(payload) > MAX_QUEUE_BYTES:
+            self._drop(f"{len(self._queue)} messages ({self._bytes} bytes) already wait for NATS")
             return
+        self._bytes += len(payload)
         self._queue.append((subject, payload, reply))
         self._idle.clear()
         self._wake.set()
@@ -68,6 +72,7 @@ class Outbox:
             nc = self.adapter.nc
             while queue:
                 subject, payload, reply = queue.popleft()
+                self._bytes -= len(payload)
                 if nc is None:
                     continue
                 try:
