@@ -4,17 +4,18 @@ Every node publishes ``+{node id}`` on ``{base}nodes`` every ``heartbeat_interva
 (and ``-{node id}`` when it stops cleanly). A node hearing a node it did not know
 answers with its own beat at once, so a new node learns the others within a round
 trip. A node is alive while its last beat is younger than ``dead_after`` (the
-lease); a node that registered presence members (the store's replica lists it)
-and holds no lease is dead, and the next heartbeat of any live node reaps it
-(:meth:`~.presence.DistributedPresence.reap`; the compare-and-set makes one reaper
-win each change, so the observers hear of each member once). Time is each
+lease); a node that registered presence members or count shares (the store's
+replica lists it) and holds no lease is dead, and the next heartbeat of any live
+node reaps it (:meth:`~.presence.DistributedPresence.reap`,
+:meth:`~.counts.NatsCounts.reap`; the compare-and-set makes one reaper win each
+change, so the observers hear of each member and each count change once). Time is each
 node's own monotonic clock: no clock is compared across machines. A node that was
 cut off from NATS counts leases only from its reconnection, so it never reaps the
 nodes it could not hear.
 
 Each heartbeat also reconciles this node's registrations when the replica and the
-core's members disagree (after an outage, or when this node was reaped while
-alive). The loop survives any exception: it logs (rate-limited) and goes on.
+core's members or counts disagree (after an outage, or when this node was reaped
+while alive), and deletes the keys of counts this node brought to 0 a while ago. The loop survives any exception: it logs (rate-limited) and goes on.
 """
 
 from __future__ import annotations
