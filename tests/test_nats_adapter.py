@@ -33,7 +33,7 @@ from cluster_util import (
 )
 from conftest import APP_ID, base_env
 from soketi_impl.adapters.base import CHANNEL
-from soketi_impl.adapters.nats.store import count_key
+from soketi_impl.adapters.nats.store import channel_key, count_key
 
 
 @pytest.fixture(autouse=True)
@@ -315,3 +315,29 @@ def test_presence_edits_keep_one_member_per_user_and_the_limit() -> None:
     assert remove_member(users, "n2", "ann") == 1
     assert remove_member(users, "n2", "ann") == 0  # idempotent
     assert list(users) == ["bob"]
+
+
+async def test_a_lost_bucket_is_made_again_and_filled_by_the_nodes(prefix: str) -> None:
+    """As after a NATS restart (the memory bucket is gone): the nodes register everything again."""
+    from cluster_util import leftovers
+
+    timing = {"heartbeat_interval": 0.1, "dead_after": 5.0, "requests_timeout": 0.5}
+    async with node("nats", prefix, **timing) as a, node("nats", prefix, **timing) as b:
+        ann, watcher = await Client.open(a.port), await Client.open(b.port)
+        await ann.join("presence-lost", "ann")
+        assert sorted(await watcher.join("presence-lost", "watcher")) == ["ann", "watcher"]
+        keys = sorted([channel_key(APP_ID, "presence-lost"), count_key(APP_ID, CHANNEL, "presence-lost")])
+        assert sorted(await leftovers("nats", prefix)) == keys  # the members, the subscription count
+        await cleanup("nats", prefix)  # the bucket is gone
+        bob = await Client.open(a.port)
+        await bob.join("presence-lost", "bob")  # answered from A's members meanwhile
+
+        async def refilled() -> None:
+            while sorted(await leftovers("nats", prefix)) != keys:
+                await asyncio.sleep(0.05)  # state in NATS: nothing announces it
+
+        await asyncio.wait_for(refilled(), TIMEOUT)
+        await wait_for(lambda: a.pusher.adapter.store.members(APP_ID, "presence-lost").keys()
+                       == {"ann", "bob", "watcher"})
+        for c in (ann, bob, watcher):
+            await c.ws.close()

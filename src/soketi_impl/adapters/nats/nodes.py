@@ -25,6 +25,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from nats.errors import NoRespondersError
+from nats.js.errors import NoStreamResponseError, NotFoundError
+
 from ..throttle import Throttle
 from .presence import FAILURES
 
@@ -100,6 +103,10 @@ class Nodes:
                 raise
             except FAILURES as exc:
                 a.presence.dirty = True
+                if isinstance(exc, (NoRespondersError, NoStreamResponseError, NotFoundError)):
+                    # the bucket is gone (a NATS server restarted, or it was deleted):
+                    # the next heartbeat binds it again and registers everything anew
+                    a.store.live = False
                 if self._errors.ready():
                     log.warning("NATS heartbeat could not finish (%s: %s); it goes on", type(exc).__name__, exc)
             except Exception as exc:  # a bug or a surprise from NATS: log, beat again later
@@ -113,6 +120,8 @@ class Nodes:
         self.beat()
         if not a.connected:
             return
+        if a.store.live:
+            await a.store.check()
         if not a.store.live:
             await a.resync()
             return

@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from nats.js import api
-from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 if TYPE_CHECKING:
@@ -134,6 +140,7 @@ class PresenceStore:
         self._watcher: Any = None
         self._task: asyncio.Task[None] | None = None
         self._applied_event = asyncio.Event()
+        self._created: Any = None
         #: malformed values skipped so far
         self.malformed = 0
 
@@ -152,6 +159,20 @@ class PresenceStore:
             self.kv = await a.js.create_key_value(config)
         except BadRequestError:  # exists with another configuration: use it as it is
             self.kv = await a.js.key_value(a.bucket)
+        self._created = (await a.js.stream_info(f"KV_{a.bucket}")).created
+
+    async def check(self) -> None:
+        """Stop trusting the watch when the bucket is not the one it watches (deleted, or lost
+        in a NATS restart): the next heartbeat binds it again."""
+        a = self.adapter
+        assert a.js is not None
+        try:
+            info = await a.js.stream_info(f"KV_{a.bucket}")
+        except NotFoundError:
+            info = None
+        if info is None or info.created != self._created:
+            log.warning("NATS: the bucket %s was lost (or made again): watching it afresh", a.bucket)
+            self.live = False
 
     async def resync(self) -> None:
         """Watch the bucket afresh; the snapshot's differences with the replica become member events."""
