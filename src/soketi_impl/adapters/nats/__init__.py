@@ -59,7 +59,10 @@ When NATS goes away
     members, and a warning at most every 10 s says so. nats-py reconnects for
     ever (its buffer of publishes made meanwhile is bounded: 8 MB, then they are
     dropped); once back, the node watches the bucket afresh (what it missed comes
-    out as member events) and reconciles its members with it.
+    out as member events) and reconciles its members with it. A bucket that is
+    lost (a NATS server restarted and its memory with it, or someone deleted it) is
+    noticed at the next heartbeat: every node binds it again and registers its
+    members and counts anew.
 
 Cache channels are cached on every node, as with Redis. A presence channel that
 empties leaves a small delete marker in the bucket (one per channel name used); a
