@@ -1,4 +1,4 @@
-"""Cluster-wide webhooks and counts with two real server nodes (Redis adapter).
+"""Cluster-wide webhooks and counts with two real server nodes, on every adapter (Redis, NATS).
 
 occupied once when a channel's first subscriber anywhere arrives, vacated once
 after the last one anywhere left (and after the 3 s debounce, which a reload onto
@@ -10,8 +10,8 @@ receiver.
 
 Nodes get their adapter from :func:`cluster_env` (environment variables) and, for
 the in-process survivor of the SIGKILL test, :func:`cluster_adapter` (short
-lease timings): the one place that names the adapter, so this suite can be
-parametrised over adapters. Every test has its own key prefix.
+lease timings): the one place that names the adapter; every test runs once per
+driver of :data:`cluster_util.DRIVERS`, with a prefix of its own.
 """
 
 from __future__ import annotations
@@ -22,44 +22,54 @@ import hashlib
 import hmac
 import json
 import signal
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from cluster_util import DRIVERS, cleanup, make_adapter, need, new_prefix
+from cluster_util import cluster_env as driver_env
 from conftest import APP_KEY, APP_SECRET, base_env, run_server
 from soketi_impl.adapters.base import Adapter
 from soketi_impl.config import Config, load_config
 from soketi_impl.pusher import Observer
 from soketi_impl.server import Server
-from test_redis_adapter import _delete_keys, _need_redis  # noqa: F401  (autouse: fails clearly without Redis)
 from test_server_webhooks_metrics import Receiver, recv_event, start_receiver
 
 TIMEOUT = 10.0
 HOOKS = ["channel_occupied", "channel_vacated", "subscription_count"]
 
 
+#: prefix -> the driver of the test that made it
+_DRIVER_OF: dict[str, str] = {}
+
+
 def cluster_env(prefix: str) -> dict[str, str]:
     """The environment that makes a node join the cluster under ``prefix``."""
-    return {"SOKETI_ADAPTER_DRIVER": "redis", "SOKETI_DB_REDIS_KEY_PREFIX": prefix}
+    return driver_env(_DRIVER_OF[prefix], prefix)
 
 
 def cluster_adapter(config: Config, *, heartbeat_interval: float, dead_after: float) -> Adapter:
     """The cluster adapter with its lease timings (in-process nodes only)."""
-    from soketi_impl.adapters.redis import RedisAdapter
+    adapter: Adapter = make_adapter(config, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
+    return adapter
 
-    return RedisAdapter(config, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
 
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    name = f"cc-{uuid.uuid4().hex[:10]}:"
-    yield name
-    _delete_keys(name)
+@pytest.fixture(params=DRIVERS)
+async def prefix(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A prefix of this test alone, on one driver; what it holds is deleted afterwards."""
+    driver = str(request.param)
+    need(driver)
+    name = new_prefix(driver)
+    _DRIVER_OF[name] = driver
+    try:
+        yield name
+    finally:
+        del _DRIVER_OF[name]
+        await cleanup(driver, name)
 
 
 class Told(Observer):

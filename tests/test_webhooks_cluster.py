@@ -1,4 +1,4 @@
-"""Webhooks from running servers: presence and client events, on one node and across two (Redis).
+"""Webhooks from running servers: presence and client events, on one node and across two (Redis, NATS).
 
 A user's connections on two nodes are one member: ``member_added`` once, when the
 first joins anywhere, and ``member_removed`` once, after the last leaves everywhere
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from cluster_util import DRIVERS, cleanup, cluster_env, need, new_prefix
 from conftest import APP_KEY, APP_SECRET, base_env
 from soketi_impl.config import load_config
 from soketi_impl.server import Server
@@ -80,9 +80,21 @@ async def test_presence_and_client_event_webhooks_on_one_node(receiver: tuple[Re
     assert _count(rec.events) == {("member_added", "u1"): 1, ("client_event", "u1"): 1, ("member_removed", "u1"): 1}
 
 
-async def test_one_member_across_two_nodes(receiver: tuple[Receiver, str]) -> None:
+@pytest.fixture(params=DRIVERS)
+async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
+    """The variables of a two-node cluster on one adapter, under a prefix of the test's own."""
+    driver = str(request.param)
+    need(driver)
+    prefix = new_prefix(driver)
+    try:
+        yield cluster_env(driver, prefix)
+    finally:
+        await cleanup(driver, prefix)
+
+
+async def test_one_member_across_two_nodes(receiver: tuple[Receiver, str], cluster: dict[str, str]) -> None:
     rec, url = receiver
-    env = {"SOKETI_ADAPTER_DRIVER": "redis", "SOKETI_DB_REDIS_KEY_PREFIX": f"wh-{uuid.uuid4().hex[:8]}"}
+    env = cluster
     async with node(url, **env) as a, node(url, **env) as b:
         async with member(a, "u1"):
             await rec.wait_for(lambda ev: ("member_added", "u1") in _count(ev))

@@ -43,11 +43,15 @@ _ANY_ENCRYPTED = "a private-encrypted- channel"
 
 
 def adapter_for(config: Config) -> Adapter:
-    """The adapter ``config.adapter_driver`` names: one node (local) or several through Redis."""
+    """The adapter ``config.adapter_driver`` names: one node (local) or several through Redis or NATS."""
     if config.adapter_driver == "redis":
         from .adapters.redis import RedisAdapter
 
         return RedisAdapter(config)
+    if config.adapter_driver == "nats":
+        from .adapters.nats import NatsAdapter
+
+        return NatsAdapter(config)
     return LocalAdapter()
 
 

@@ -142,6 +142,18 @@ class Config:
     adapter_driver: str = "local"
     #: prefix of the Redis adapter's Pub/Sub channels (``SOKETI_ADAPTER_REDIS_PREFIX``)
     adapter_redis_prefix: str = ""
+    #: the NATS adapter (``SOKETI_ADAPTER_NATS_*``, see :mod:`soketi_impl.adapters.nats`):
+    #: servers, credentials, the subject and bucket prefix, timeouts in ms, and how
+    #: many nodes answer a query (None: those alive, as their heartbeats say)
+    adapter_nats_servers: list[str] = field(default_factory=lambda: ["127.0.0.1:4222"])
+    adapter_nats_user: str | None = None
+    adapter_nats_password: str | None = field(default=None, repr=False)
+    adapter_nats_token: str | None = field(default=None, repr=False)
+    adapter_nats_credentials: str | None = None
+    adapter_nats_prefix: str = ""
+    adapter_nats_timeout_ms: int = 10000
+    adapter_nats_requests_timeout_ms: int = 5000
+    adapter_nats_nodes_number: int | None = None
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
     redis_db: int = 0

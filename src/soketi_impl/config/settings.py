@@ -24,6 +24,7 @@ from .values import (
     int_kind,
     master_key,
     mb_as_kb,
+    optional_int,
     str_list,
     webhooks_list,
 )
@@ -128,9 +129,37 @@ SETTINGS: tuple[Setting, ...] = (
         "adapter.driver",
         "SOKETI_ADAPTER_DRIVER",
         "adapter_driver",
-        Kind(choice("local", "redis"), text=True),
+        Kind(choice("local", "redis", "nats"), text=True),
     ),
     Setting("adapter.redis.prefix", "SOKETI_ADAPTER_REDIS_PREFIX", "adapter_redis_prefix", TEXT),
+    Setting("adapter.nats.prefix", "SOKETI_ADAPTER_NATS_PREFIX", "adapter_nats_prefix", TEXT),
+    Setting(
+        "adapter.nats.servers", "SOKETI_ADAPTER_NATS_SERVERS", "adapter_nats_servers", Kind(str_list)
+    ),
+    Setting("adapter.nats.user", "SOKETI_ADAPTER_NATS_USER", "adapter_nats_user", OPTIONAL),
+    Setting("adapter.nats.pass", "SOKETI_ADAPTER_NATS_PASSWORD", "adapter_nats_password", OPTIONAL),
+    Setting("adapter.nats.token", "SOKETI_ADAPTER_NATS_TOKEN", "adapter_nats_token", OPTIONAL),
+    Setting(
+        "adapter.nats.credentials",
+        "SOKETI_ADAPTER_NATS_CREDENTIALS",
+        "adapter_nats_credentials",
+        OPTIONAL,
+    ),
+    Setting(
+        "adapter.nats.timeout", "SOKETI_ADAPTER_NATS_TIMEOUT", "adapter_nats_timeout_ms", int_kind(1)
+    ),
+    Setting(
+        "adapter.nats.requestsTimeout",
+        "SOKETI_ADAPTER_NATS_REQUESTS_TIMEOUT",
+        "adapter_nats_requests_timeout_ms",
+        int_kind(1),
+    ),
+    Setting(
+        "adapter.nats.nodesNumber",
+        "SOKETI_ADAPTER_NATS_NODES_NUMBER",
+        "adapter_nats_nodes_number",
+        Kind(optional_int(1)),
+    ),
     Setting(
         "appManager.driver",
         "SOKETI_APP_MANAGER_DRIVER",

@@ -15,14 +15,6 @@ NOT_IMPLEMENTED_ENV: dict[str, str] = {
     "SOKETI_ADAPTER_REDIS_SUB_OPTIONS": "adapter.redis.redisSubOptions",
     "SOKETI_ADAPTER_REDIS_PUB_OPTIONS": "adapter.redis.redisPubOptions",
     "SOKETI_ADAPTER_REDIS_SHARD_MODE": "adapter.redis.shardMode",
-    "SOKETI_ADAPTER_NATS_PREFIX": "adapter.nats.prefix",
-    "SOKETI_ADAPTER_NATS_SERVERS": "adapter.nats.servers",
-    "SOKETI_ADAPTER_NATS_USER": "adapter.nats.user",
-    "SOKETI_ADAPTER_NATS_PASSWORD": "adapter.nats.pass",
-    "SOKETI_ADAPTER_NATS_TOKEN": "adapter.nats.token",
-    "SOKETI_ADAPTER_NATS_CREDENTIALS": "adapter.nats.credentials",
-    "SOKETI_ADAPTER_NATS_TIMEOUT": "adapter.nats.timeout",
-    "SOKETI_ADAPTER_NATS_REQUESTS_TIMEOUT": "adapter.nats.requestsTimeout",
     "SOKETI_APP_MANAGER_DYNAMODB_TABLE": "appManager.dynamodb.table",
     "SOKETI_APP_MANAGER_DYNAMODB_REGION": "appManager.dynamodb.region",
     "SOKETI_APP_MANAGER_DYNAMODB_ENDPOINT": "appManager.dynamodb.endpoint",
@@ -75,7 +67,6 @@ NOT_IMPLEMENTED_KEYS: frozenset[str] = frozenset(NOT_IMPLEMENTED_ENV.values()) |
 # Whole soketi sections we do not implement: any key under them is accepted with a warning.
 NOT_IMPLEMENTED_SECTIONS: tuple[str, ...] = (
     "adapter.cluster.",
-    "adapter.nats.",
     "appManager.dynamodb.",
     "cache.",
     "cluster.",

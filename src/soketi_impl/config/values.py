@@ -110,6 +110,19 @@ def optional_str(value: Any, label: str) -> str | None:
     return as_str(value, label)
 
 
+def optional_int(minimum: int) -> Coerce:
+    """An integer >= ``minimum``, or null (and an empty variable): not set."""
+    check = int_at_least(minimum, f"an integer >= {minimum} or null")
+
+    def optional(value: Any, label: str) -> int | None:
+        if value is None or value == "":
+            return None
+        result: int = check(value, label)
+        return result
+
+    return optional
+
+
 def identifier(value: Any, label: str) -> str:
     """An app id, key or secret: a non-empty string; JSON numbers become strings."""
     if isinstance(value, int) and not isinstance(value, bool):

@@ -102,7 +102,10 @@ class Users:
                 online=[w for w in watchlist if w in app.users], offline=offline,
             ))
             if offline:
-                # online on other nodes only: the cluster totals tell, a moment later
+                # online on other nodes only: the cluster totals tell, a moment later. What
+                # the watchers hear from now on is noted at once (not when the task starts),
+                # so a change reported before the totals arrive is not told twice.
+                self._told[sock] = set()
                 self.core.spawn(self._online_elsewhere(sock, watchlist, offline))
         # online / offline for the watchers: decided on the cluster total (see .counts)
         self.core.counts.user_changed(app, uid)
@@ -141,7 +144,7 @@ class Users:
         """Correct a new watchlist's state with the users signed in on other nodes only."""
         app = sock.app
         assert app is not None
-        told = self._told[sock] = set()
+        told = self._told.setdefault(sock, set())
         try:
             totals = await self.core.adapter.count_totals(app.config.id, USER, offline)
         finally:

@@ -19,39 +19,16 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from ..throttle import Throttle
+
 __all__ = ["CommandPipeline", "Throttle", "quietly"]
 
 log = logging.getLogger("soketi_impl.redis")
 
-WARN_EVERY = 10.0  # seconds between two "cross-node delivery is failing" lines
 MAX_QUEUE = 100_000  # commands waiting for Redis; beyond, new ones fail at once
 BATCH = 1024  # commands per pipeline round trip
 
 _Item = tuple[tuple[Any, ...], "asyncio.Future[Any] | None"]
-
-
-class Throttle:
-    """Allows one log line per ``every`` seconds; counts what it suppressed."""
-
-    __slots__ = ("every", "last", "suppressed")
-
-    def __init__(self, every: float = WARN_EVERY) -> None:
-        self.every = every
-        self.last = -every
-        self.suppressed = 0
-
-    def ready(self) -> bool:
-        """True when a line may be logged now (and it counts as logged)."""
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            self.last = now
-            return True
-        self.suppressed += 1
-        return False
-
-    def reset(self) -> None:
-        """The next line may be logged at once."""
-        self.last = -self.every
 
 
 class CommandPipeline:
