@@ -41,6 +41,22 @@ _MAX_BATCH_EVENTS = 100
 _LOG_EVERY_S = 10.0
 
 
+async def post_once(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: Any, timeout_s: float
+) -> str | None:
+    """One POST of a webhook request (the session bounds its time): None on a 2xx answer,
+    else what went wrong, in a few words for the log."""
+    try:
+        async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+            if 200 <= response.status < 300:
+                return None
+            return f"HTTP {response.status}"
+    except asyncio.TimeoutError:
+        return f"no answer within {timeout_s} s"
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
 class Throttled:
     """One log line per interval at most, telling how many were folded into it.
 
@@ -375,17 +391,7 @@ class Delivery:
         """One attempt; None on a 2xx answer, else what went wrong."""
         assert self._session is not None and self._slots is not None
         async with self._slots:
-            try:
-                async with self._session.post(
-                    request.url, data=request.body, headers=request.headers, allow_redirects=False
-                ) as response:
-                    if 200 <= response.status < 300:
-                        return None
-                    return f"HTTP {response.status}"
-            except asyncio.TimeoutError:
-                return f"no answer within {self.timeout_s} s"
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                return f"{type(exc).__name__}: {exc}"
+            return await post_once(self._session, request.url, request.body, request.headers, self.timeout_s)
 
     def _stats(self) -> dict[str, Any]:
         return {

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from ..config import Config
-from .delivery import Throttled
+from .delivery import Throttled, post_once
 from .queue import Job, QueueUnavailable, RedisQueue
 
 __all__ = ["QueueWorker"]
@@ -251,17 +251,7 @@ class QueueWorker:
     async def _post(self, job: Job) -> str | None:
         """One attempt; None on a 2xx answer, else what went wrong."""
         assert self._session is not None
-        try:
-            async with self._session.post(
-                job.url, data=job.body, headers=job.headers, allow_redirects=False
-            ) as response:
-                if 200 <= response.status < 300:
-                    return None
-                return f"HTTP {response.status}"
-        except asyncio.TimeoutError:
-            return f"no answer within {self.timeout_s} s"
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return f"{type(exc).__name__}: {exc}"
+        return await post_once(self._session, job.url, job.body, job.headers, self.timeout_s)
 
     def _tell(self, outcome: str, job: Job, error: str | None) -> None:
         listener = getattr(self._counters, "listener", None)
