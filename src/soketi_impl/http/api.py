@@ -34,7 +34,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from ..signing import HmacSha256, SignatureError, check_api_head, check_api_request
+from ..signing import HmacSha256, SignatureError, check_api_head, check_api_signature
 from . import channels, events, users
 from .cors import Cors
 from .errors import ApiError, echo, error_response
@@ -66,14 +66,19 @@ ROUTES = RouteTable(
 
 
 class _Head:
-    """What the request head decided: the route's call (body not read yet) and the signed paths."""
+    """What the request head decided: the route's call (body not read yet) and the signed paths.
 
-    __slots__ = ("call", "handler", "paths")
+    ``checked``: :func:`~soketi_impl.signing.check_api_head` accepted it, for a head that
+    announced a body (True) or not (False); None: not checked yet.
+    """
+
+    __slots__ = ("call", "checked", "handler", "paths")
 
     def __init__(self, call: Call, handler: Handler, paths: tuple[str, ...]) -> None:
         self.call = call
         self.handler = handler
         self.paths = paths
+        self.checked: bool | None = None
 
 
 class _Unresolved(Exception):
@@ -175,9 +180,13 @@ class HttpApi:
             mac = self._macs.get(cfg.secret)
             if mac is None:
                 mac = self._macs[cfg.secret] = HmacSha256(cfg.secret.encode())
-            check_api_request(
-                request.method, head.paths, call.params, request.body, cfg.key, mac, self.clock()
-            )
+            body = request.body
+            checked = head.checked
+            # A head check_head accepted is not checked twice (key, version, timestamp),
+            # unless a body came that its head did not announce.
+            if checked is None or (body and not checked):
+                check_api_head(call.params, cfg.key, self.clock(), has_body=bool(body))
+            check_api_signature(request.method, head.paths, call.params, body, mac)
             self._admit(call)
             work = head.handler(call)
         except SignatureError as exc:
@@ -221,6 +230,7 @@ class HttpApi:
             app = head.call.app
             has_body = _announces_body(request.headers)
             check_api_head(head.call.params, app.config.key, self.clock(), has_body=has_body)
+            head.checked = has_body
             self._checked = (request.method, request.path, request.query, head)
         except SignatureError as exc:
             return self._finish(request, app, error_response(ApiError(401, exc.message)))
