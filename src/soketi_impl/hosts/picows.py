@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import httptools
 import orjson
@@ -50,6 +50,7 @@ __all__ = ["MAX_WRITE_BUFFER", "FrontDoor", "FrontDoorOptions", "PusherListener"
 log = logging.getLogger("soketi_impl.http")
 
 _REASONS = {**REASONS, 408: "Request Timeout", 426: "Upgrade Required"}
+_STATUS_LINES = {status: f"HTTP/1.1 {status} {reason}\r\n" for status, reason in _REASONS.items()}
 _NO_HEADERS: dict[str, str] = {}
 _NO_OUT: list[bytes] = []  # shared by closed connections: nothing is appended once closing
 
@@ -80,6 +81,12 @@ _WPAUSED = 16  # the transport's write buffer is over its high-water mark
 _RPAUSED = 32  # reading is paused
 _IN_BODY = 64  # the head is done, the body is being read
 _OVERFLOW = 128  # too many pipelined requests: answer the queued ones, then 429
+# A deadline to set once the current read is parsed (the head's, or the body's): one
+# timer move per read rather than one per parser callback; a read that brings a whole
+# request only moves it once, to the idle deadline after the answer.
+_ARM_HEAD = 256
+_ARM_BODY = 512
+_ARMS = _ARM_HEAD | _ARM_BODY
 
 
 @dataclass(slots=True)
@@ -195,6 +202,12 @@ class FrontDoor(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self.flags & _CLOSING:
                 self._reply_and_close(400, f"Malformed HTTP request: {exc}")
+        flags = self.flags
+        if flags & _ARMS:
+            self.flags = flags & ~_ARMS
+            if not flags & _CLOSING:
+                opts = self.options
+                self._arm(opts.body_timeout if flags & _ARM_BODY else opts.head_timeout)
         if self.queue:
             self._update_reading()
 
@@ -215,7 +228,7 @@ class FrontDoor(asyncio.Protocol):
         self.headers = {}
         self.body = b""
         self.head_size = 0
-        self._arm(self.options.head_timeout)
+        self.flags |= _ARM_HEAD  # data_received arms it if the head is not complete
 
     def on_url(self, url: bytes) -> None:
         """httptools: part of the request target."""
@@ -276,8 +289,7 @@ class FrontDoor(asyncio.Protocol):
                 self._answer_and_linger(early)
                 return
         self.request = request
-        self.flags |= _IN_BODY
-        self._arm(opts.body_timeout)
+        self.flags = (self.flags & ~_ARM_HEAD) | _IN_BODY | _ARM_BODY
         expect = self.headers.get("expect")
         if has_body and expect and expect.lower() == "100-continue" and self.transport is not None and not self.queue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -305,10 +317,10 @@ class FrontDoor(asyncio.Protocol):
         if flags & _CLOSING or request is None:
             return  # (an upgrade has no request: feed_data raises HttpParserUpgrade next)
         self.request = None
-        self.flags = flags & ~_IN_BODY
+        self.flags = flags & ~(_IN_BODY | _ARMS)
         # A multi-chunk body stays the bytearray it was read into: handlers only hash,
         # measure and parse it, and a bytes copy would hold it twice for a moment.
-        request.body = cast(bytes, self.body)
+        request.body = self.body  # type: ignore[assignment]
         self.body = b""
         queue = self.queue
         if queue is None:
@@ -433,18 +445,15 @@ class FrontDoor(asyncio.Protocol):
         """Queue one response (:meth:`_flush` writes what is queued); returns its size."""
         status = response.status
         body = response.body
-        if status != 204:  # a 204 has no content, so no content headers
-            head = (
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-                f"Content-Type: {response.content_type}\r\nContent-Length: {len(body)}\r\n"
-            )
-        else:
-            head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-        for k, v in response.headers:
-            head += f"{k}: {v}\r\n"
+        line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
+        extra = "".join([f"{k}: {v}\r\n" for k, v in response.headers]) if response.headers else ""
         if not keep_alive:
-            head += "Connection: close\r\n"
-        data = (head + "\r\n").encode("latin-1") + body
+            extra += "Connection: close\r\n"
+        if status != 204:  # a 204 has no content, so no content headers
+            head = f"{line}Content-Type: {response.content_type}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+        else:
+            head = f"{line}{extra}\r\n"
+        data = head.encode("latin-1") + body
         self.out.append(data)
         if not keep_alive:
             self.flags |= _CLOSE_AFTER
