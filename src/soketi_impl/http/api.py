@@ -39,7 +39,7 @@ from . import channels, events, users
 from .cors import Cors
 from .errors import ApiError, echo, error_response
 from .health import HEALTH_PATHS, health_response
-from .query import parse_query
+from .query import parse_query, signed_query
 from .rates import RateLimits
 from .routes import Call, Handler, Route, RouteTable
 from .types import HttpRequest, HttpResponse
@@ -193,7 +193,9 @@ class HttpApi:
             # unless a body came that its head did not announce.
             if checked is None or (body and not checked):
                 check_api_head(call.params, cfg.key, self.clock(), has_body=bool(body))
-            check_api_signature(request.method, head.paths, call.params, body, mac)
+            check_api_signature(
+                request.method, head.paths, call.params, body, mac, signed_query(request.query)
+            )
             self._admit(call)
             work = head.handler(call)
         except SignatureError as exc:
