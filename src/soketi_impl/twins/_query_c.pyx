@@ -7,7 +7,7 @@ from the string's own storage; anything else goes the pure twin's way.
 
 from urllib.parse import unquote
 
-from libc.string cimport memcmp
+from libc.string cimport memchr, memcmp
 
 __all__ = ["parse_query", "signed_query"]
 
@@ -41,27 +41,30 @@ cpdef dict parse_query(str query):
     cdef const char* s
     cdef bint upper
     cdef char c
+    cdef const char* end
     if not query:
         return params
     if not query.isascii():
         return _parse_slow(query)
     s = PyUnicode_AsUTF8AndSize(query, &n)  # an ASCII str's own bytes: no copy
-    for i in range(n):
-        if s[i] == b"%":
-            return _parse_slow(query)
+    if memchr(s, b"%", n) != NULL:
+        return _parse_slow(query)
     start = 0
     while start <= n:
         i = start
         eq = -1
         upper = False
-        while i < n and s[i] != b"&":
+        while i < n:  # the key
             c = s[i]
-            if eq < 0:
-                if c == b"=":
-                    eq = i
-                elif b"A" <= c <= b"Z":
-                    upper = True
+            if c == b"=" or c == b"&":
+                break
+            if b"A" <= c <= b"Z":
+                upper = True
             i += 1
+        if i < n and s[i] == b"=":
+            eq = i
+            end = <const char*>memchr(s + i, b"&", n - i)  # the value
+            i = n if end == NULL else end - s
         if i > start:
             if eq < 0:
                 key = query[start:i]
@@ -94,10 +97,8 @@ cpdef object signed_query(str query):
         i -= 1
     if cut < 0 or s[cut - 1] == b"&":  # (an empty last part: not canonical)
         return None
-    for i in range(n):
-        c = s[i]
-        if c == b"%" or (c == b"&" and i > cut):
-            return None
+    if memchr(s, b"%", n) != NULL or memchr(s + cut + 1, b"&", n - cut - 1) != NULL:
+        return None
     start = 0
     while start < cut:
         i = start
