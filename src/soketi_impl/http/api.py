@@ -196,7 +196,8 @@ class HttpApi:
             check_api_signature(
                 request.method, head.paths, call.params, body, mac, signed_query(request.query)
             )
-            self._admit(call)
+            if not cfg.enabled or request.method == "GET":
+                self._admit(call)
             work = head.handler(call)
         except SignatureError as exc:
             return self._finish(request, app, error_response(ApiError(401, exc.message)))
