@@ -176,14 +176,14 @@ cdef class FrontDoorBase:
         self.head_size = 0
         self.flags |= _ARM_HEAD  # data_received arms it if the head is not complete
 
-    def on_url(self, url: bytes) -> None:
+    def on_url(self, bytes url) -> None:
         """httptools: part of the request target."""
         self.url += url
         self.head_size += len(url)
         if self.head_size > self.options.max_head:
             self._head_too_large()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
+    def on_header(self, bytes name, bytes value) -> None:
         """httptools: one header (names lower-cased; a repeated one keeps the last value)."""
         # inline, not a call per header: this runs ~10 times per request
         self.head_size += len(name) + len(value)
@@ -208,16 +208,23 @@ cdef class FrontDoorBase:
         if length is not None and length.isdigit() and int(length) > opts.max_body:
             self._reply_and_close(413, f"Request body over {opts.max_body} bytes.")
             return
-        url = self.url
+        cdef bytes url = self.url
+        cdef bytes path, query, method
+        cdef Py_ssize_t mark
         if url[:1] == b"/" and b"#" not in url:
             # origin-form, as every client sends (llhttp checked its characters): what
             # httptools.parse_url answers, without its cost
-            path, _, query = url.partition(b"?")
+            mark = url.find(b"?")
+            if mark < 0:
+                path, query = url, b""
+            else:
+                path, query = url[:mark], url[mark + 1:]
         else:
             parsed = httptools.parse_url(url)
             path, query = parsed.path or b"/", parsed.query or b""
+        method = parser.get_method()
         request = HttpRequest(
-            parser.get_method().decode(), path.decode("utf-8", "replace"),
+            method.decode(), path.decode("utf-8", "replace"),
             query.decode("utf-8", "replace") if query else "", self.headers, b"",
             parser.should_keep_alive(),
         )
@@ -240,7 +247,7 @@ cdef class FrontDoorBase:
         if has_body and expect and expect.lower() == "100-continue" and self.transport is not None and not self.queue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def on_body(self, body: bytes) -> None:
+    def on_body(self, bytes body) -> None:
         """httptools: part of the body, kept in one buffer."""
         if self.flags & _CLOSING:
             return
