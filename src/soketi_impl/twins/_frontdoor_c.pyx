@@ -70,6 +70,9 @@ cdef class FrontDoorBase:
     cdef public Py_ssize_t head_size
     cdef public double deadline
     cdef public int flags
+    # options.max_head, read once: checked for every piece of every head (the options
+    # of a listening socket do not change)
+    cdef Py_ssize_t max_head
 
     def __init__(
         self,
@@ -83,6 +86,7 @@ cdef class FrontDoorBase:
         self.http_handler = http_handler
         self.check_head = check_head
         self.options = options
+        self.max_head = options.max_head
         self.new_socket_id = new_socket_id
         self.transport = None
         self.parser = httptools.HttpRequestParser(self)
@@ -180,14 +184,14 @@ cdef class FrontDoorBase:
         """httptools: part of the request target."""
         self.url += url
         self.head_size += len(url)
-        if self.head_size > self.options.max_head:
+        if self.head_size > self.max_head:
             self._head_too_large()
 
     def on_header(self, bytes name, bytes value) -> None:
         """httptools: one header (names lower-cased; a repeated one keeps the last value)."""
         # inline, not a call per header: this runs ~10 times per request
         self.head_size += len(name) + len(value)
-        if self.head_size > self.options.max_head:
+        if self.head_size > self.max_head:
             self._head_too_large()
         key = _HEADER_NAMES.get(name)
         if key is None:
