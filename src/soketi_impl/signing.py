@@ -39,6 +39,7 @@ __all__ = [
     "channel_auth_string",
     "check_api_head",
     "check_api_request",
+    "check_api_signature",
     "check_auth",
     "shared_secret",
     "sign",
@@ -287,22 +288,38 @@ def check_api_request(
     the MD5 of the empty string (the Python SDK sends it on a GET).
     """
     check_api_head(params, key, now, max_skew, bool(body))
+    check_api_signature(method, paths, params, body, secret)
+
+
+def check_api_signature(
+    method: str, paths: Iterable[str], params: Mapping[str, str], body: bytes, secret: str | HmacSha256,
+    query: str | None = None,
+) -> None:
+    """The part of :func:`check_api_request` that needs the body: ``body_md5`` and the signature.
+
+    For a request whose head :func:`check_api_head` accepted (with ``has_body`` true when
+    a body came); raises :class:`SignatureError`. ``query``: the signed query string
+    when the caller has it (see :func:`soketi_impl.http.query.signed_query`); else it
+    is built from ``params``.
+    """
     md5 = params.get("body_md5")
     if body:
-        assert md5 is not None  # check_api_head refused its absence
-        if not hmac.compare_digest(_bytes(md5), hashlib.md5(body).hexdigest().encode()):
+        if md5 is None:
+            raise SignatureError("body_md5 is missing (the request has a body).")
+        if not hmac.compare_digest(md5.encode("utf-8", "surrogatepass"), hashlib.md5(body).hexdigest().encode()):
             raise SignatureError("body_md5 does not match the MD5 of the body.")
     elif md5 is not None and md5 != _MD5_EMPTY:
         raise SignatureError("body_md5 does not match the MD5 of the (empty) body.")
-    signature = params["auth_signature"]
+    signature = params.get("auth_signature", "")
     try:
         given = bytes.fromhex(signature)
     except ValueError:
         raise SignatureError("auth_signature is not hex.") from None
     mac = secret if isinstance(secret, HmacSha256) else HmacSha256(_bytes(secret))
-    query = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature")
+    if query is None:
+        query = "&".join([f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature"])
     for path in paths:
-        expected = mac.digest(_bytes(f"{method}\n{path}\n{query}"))
+        expected = mac.digest(f"{method}\n{path}\n{query}".encode("utf-8", "surrogatepass"))
         if hmac.compare_digest(expected, given):
             return
     raise SignatureError("Invalid signature: auth_signature does not match the request.")

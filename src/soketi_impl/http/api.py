@@ -29,17 +29,17 @@ import inspect
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import orjson
 
-from ..signing import HmacSha256, SignatureError, check_api_head, check_api_request
+from ..signing import HmacSha256, SignatureError, check_api_head, check_api_signature
 from . import channels, events, users
 from .cors import Cors
 from .errors import ApiError, echo, error_response
 from .health import HEALTH_PATHS, health_response
-from .query import parse_query
+from .query import parse_query, signed_query
 from .rates import RateLimits
 from .routes import Call, Handler, Route, RouteTable
 from .types import HttpRequest, HttpResponse
@@ -66,14 +66,19 @@ ROUTES = RouteTable(
 
 
 class _Head:
-    """What the request head decided: the route's call (body not read yet) and the signed paths."""
+    """What the request head decided: the route's call (body not read yet) and the signed paths.
 
-    __slots__ = ("call", "handler", "paths")
+    ``checked``: :func:`~soketi_impl.signing.check_api_head` accepted it, for a head that
+    announced a body (True) or not (False); None: not checked yet.
+    """
+
+    __slots__ = ("call", "checked", "handler", "paths")
 
     def __init__(self, call: Call, handler: Handler, paths: tuple[str, ...]) -> None:
         self.call = call
         self.handler = handler
         self.paths = paths
+        self.checked: bool | None = None
 
 
 class _Unresolved(Exception):
@@ -83,6 +88,9 @@ class _Unresolved(Exception):
         super().__init__("app lookup pending")
         self.pending = pending
 
+
+#: Routing answers kept (:meth:`HttpApi._head`); all are forgotten when full.
+_ROUTED_MAX = 1024
 
 _ASK: Any = object()  # _head: look the app up (rather than take the one already found)
 
@@ -128,6 +136,9 @@ class HttpApi:
         self.cors = Cors(config.cors_origins)
         self.rates = RateLimits(clock)
         self.routes = ROUTES
+        # Routing answers by (method, raw path): a publisher sends the same few paths.
+        self._routed: dict[tuple[str, str], tuple[Handler, dict[str, str], tuple[str, ...]]] = {}
+        self._routed_by = self.routes
         # One prepared HMAC per secret: bounded by the configured apps.
         self._macs: dict[str, HmacSha256] = {}
         # The last head check_head accepted, so handle does not route and parse it again
@@ -138,9 +149,10 @@ class HttpApi:
 
     def handle(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         """Answer one request: an :class:`HttpResponse`, or an awaitable of one for API calls."""
-        health = self._health(request)
-        if health is not None:
-            return health
+        if request.path in HEALTH_PATHS or self.prefix:
+            health = self._health(request)
+            if health is not None:
+                return health
         if request.method == "OPTIONS":
             return self._finish(request, None, self.cors.preflight(request))
         try:
@@ -175,10 +187,17 @@ class HttpApi:
             mac = self._macs.get(cfg.secret)
             if mac is None:
                 mac = self._macs[cfg.secret] = HmacSha256(cfg.secret.encode())
-            check_api_request(
-                request.method, head.paths, call.params, request.body, cfg.key, mac, self.clock()
+            body = request.body
+            checked = head.checked
+            # A head check_head accepted is not checked twice (key, version, timestamp),
+            # unless a body came that its head did not announce.
+            if checked is None or (body and not checked):
+                check_api_head(call.params, cfg.key, self.clock(), has_body=bool(body))
+            check_api_signature(
+                request.method, head.paths, call.params, body, mac, signed_query(request.query)
             )
-            self._admit(call)
+            if not cfg.enabled or request.method == "GET":
+                self._admit(call)
             work = head.handler(call)
         except SignatureError as exc:
             return self._finish(request, app, error_response(ApiError(401, exc.message)))
@@ -206,7 +225,9 @@ class HttpApi:
         :meth:`handle`. Health and ``OPTIONS`` requests are left to :meth:`handle`, and
         so is a request whose app the app manager must first ask its database for.
         """
-        if request.method == "OPTIONS" or self._health_path(request.path) is not None:
+        if request.method == "OPTIONS" or (
+            request.path in HEALTH_PATHS or (self.prefix and self._health_path(request.path) is not None)
+        ):
             return None
         app: AppState | None = None
         try:
@@ -221,6 +242,7 @@ class HttpApi:
             app = head.call.app
             has_body = _announces_body(request.headers)
             check_api_head(head.call.params, app.config.key, self.clock(), has_body=has_body)
+            head.checked = has_body
             self._checked = (request.method, request.path, request.query, head)
         except SignatureError as exc:
             return self._finish(request, app, error_response(ApiError(401, exc.message)))
@@ -272,6 +294,27 @@ class HttpApi:
         asking a database, :class:`_Unresolved` is raised with the pending lookup.
         """
         raw = request.path
+        key = (request.method, raw)
+        if self._routed_by is not self.routes:  # the table was replaced: forget its answers
+            self._routed.clear()
+            self._routed_by = self.routes
+        routed = self._routed.get(key)
+        if routed is not None:
+            handler, args, paths = routed
+        else:
+            handler, args, paths = routed = self._route(request.method, raw)
+            if len(self._routed) >= _ROUTED_MAX:
+                self._routed.clear()
+            self._routed[key] = routed
+        try:
+            params = parse_query(request.query)
+        except UnicodeDecodeError:
+            raise ApiError(400, "The query string is not valid UTF-8.") from None
+        app = self._app(args.get("app_id"), params, found)
+        return _Head(Call(self, app, request, params, args), handler, paths)
+
+    def _route(self, method: str, raw: str) -> tuple[Handler, dict[str, str], tuple[str, ...]]:
+        """The handler, path arguments and signed path forms of ``method raw`` (404/405/400)."""
         path = raw
         if self.prefix:
             if not path.startswith(self.prefix + "/"):
@@ -281,15 +324,10 @@ class HttpApi:
             parts = [unquote(p, errors="strict") for p in path.split("/")] if "%" in path else path.split("/")
         except UnicodeDecodeError:
             raise ApiError(400, "The request path is not valid UTF-8.") from None
-        match = self.routes.match(request.method, parts)
-        try:
-            params = parse_query(request.query)
-        except UnicodeDecodeError:
-            raise ApiError(400, "The query string is not valid UTF-8.") from None
-        app = self._app(match.args.get("app_id"), params, found)
+        match = self.routes.match(method, parts)
         decoded = "/".join(parts)
         paths = (raw,) if decoded == path else (raw, self.prefix + decoded)
-        return _Head(Call(self, app, request, params, match.args), match.route.handler, paths)
+        return match.route.handler, match.args, paths
 
     def _app(self, app_id: str | None, params: dict[str, str], found: Any = _ASK) -> AppState:
         app: Any = found
@@ -305,10 +343,10 @@ class HttpApi:
         if app_id is not None:
             if app is None:
                 raise ApiError(404, f"Unknown app id {echo(app_id)!r}.")
-            return cast("AppState", app)
+            return app  # type: ignore[no-any-return]
         if app is None:
             raise ApiError(404, "Unknown app: no app has this auth_key.")
-        return cast("AppState", app)
+        return app  # type: ignore[no-any-return]
 
     def _admit(self, call: Call) -> None:
         """After the signature: the app's switch and its read-request rate."""

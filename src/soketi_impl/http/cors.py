@@ -12,6 +12,7 @@ from .types import HttpRequest, HttpResponse
 __all__ = ["Cors"]
 
 _ALLOW_METHODS = "GET, POST, OPTIONS"
+_ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")
 _ALLOW_HEADERS = "Content-Type, X-Pusher-Library, X-Requested-With, Authorization"
 
 
@@ -34,6 +35,9 @@ class Cors:
 
     def decorate(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         """Add the allow-origin headers to ``response`` (``Vary: Origin`` when it depends on it)."""
+        if self._any:  # the default: every answer of every request
+            response.headers.append(_ANY_ORIGIN)
+            return response
         origin = self.allow_origin(request)
         if origin is not None:
             response.headers.append(("Access-Control-Allow-Origin", origin))

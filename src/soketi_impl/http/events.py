@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["EventRequest", "batch_events", "load_json", "parse_event", "parse_info", "trigger"]
 
 TRIGGER_INFO = frozenset({"subscription_count", "user_count"})
+_NO_INFO: frozenset[str] = frozenset()
 
 
 class EventRequest:
@@ -138,13 +139,16 @@ def parse_event(item: Any, cfg: AppConfig, *, batch_index: int | None = None) ->
     socket_id = item.get("socket_id")
     if socket_id is not None and not is_socket_id(socket_id):
         raise ApiError(400, f"{where}socket_id must be a string like '123.456'.")
-    info = parse_info(item.get("info"), TRIGGER_INFO, where)
+    info = item.get("info")
+    info = _NO_INFO if info is None else parse_info(info, TRIGGER_INFO, where)
     return EventRequest(channels, name, data, socket_id, info)
 
 
 def _take_events(call: Call, n: int) -> None:
     cfg = call.app.config
-    call.api.rates.take(cfg.id, "events (one per channel)", n, cfg.max_backend_events_per_second)
+    limit = cfg.max_backend_events_per_second
+    if limit >= 0:  # (a negative limit is none)
+        call.api.rates.take(cfg.id, "events (one per channel)", n, limit)
 
 
 async def event_info(call: Call, app: AppState, channel: str, info: frozenset[str]) -> dict[str, int]:

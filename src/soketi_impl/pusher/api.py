@@ -62,7 +62,10 @@ class InProcessApi(AdapterCallbacks):
         ``data`` is sent as is when it is a string (the Pusher HTTP API's form), else JSON-encoded.
         """
         app = self.apps[app_id]
-        return sum(self.publish(app, channel, event, data, socket_id) for channel in channels)
+        n = 0
+        for channel in channels:
+            n += self.publish(app, channel, event, data, socket_id)
+        return n
 
     # ------------------------------------------------------------------ queries
 

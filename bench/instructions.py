@@ -1,0 +1,189 @@
+"""CPU instructions per operation, the server under callgrind: deterministic on a noisy machine.
+
+Wall-clock rates swing with whatever else the cores run; the number of instructions
+the server executes for one operation does not (within a fraction of a percent). The
+server runs under ``valgrind --tool=callgrind``; after a warm-up its counters are
+zeroed (``callgrind_control -z``), the client runs N operations, the counters are
+dumped (``callgrind_control -d``) and the dump's total is divided by N. Only the
+server process is counted; the client runs outside valgrind.
+
+Scenarios:
+
+- ``publish``: ``POST /apps/1/events`` through the official ``pusher`` SDK (keep-alive,
+  auth_version 1.0 signature with ``body_md5``, a JSON body) to a channel with
+  ``--subscribers`` WebSocket subscribers (default 1), each of which receives it;
+- ``ping``: one ``pusher:ping`` / ``pusher:pong`` round trip on one connection.
+
+Usage (needs valgrind; the client uses ``websockets`` and ``pusher`` from the ``test``
+extra)::
+
+    python bench/instructions.py                       # both scenarios, this checkout
+    python bench/instructions.py publish -n 300
+    python bench/instructions.py --src /path/to/other/checkout   # a baseline, same sitting
+
+``--src`` is a checkout whose ``src/`` is put on ``PYTHONPATH`` (its compiled twins
+must be built in place). ``SOKETI_IMPL_NO_EXTENSIONS=1`` in the environment measures
+the pure-Python twins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Callgrind:
+    """The server under callgrind; :meth:`zero` and :meth:`total` work its counters."""
+
+    def __init__(self, src: Path, port: int, outdir: str) -> None:
+        env = dict(
+            os.environ, PYTHONPATH=str(src / "src"), SOKETI_HOST="127.0.0.1", SOKETI_PORT=str(port),
+            SOKETI_DEFAULT_APP_ID="1", SOKETI_DEFAULT_APP_KEY="k", SOKETI_DEFAULT_APP_SECRET="s",
+            SOKETI_METRICS_SERVER_PORT=str(_free_port()),
+        )
+        self.outdir = outdir
+        self.proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outdir}/cg.%p",
+             sys.executable, "-m", "soketi_impl", "start"],
+            env=env, cwd=outdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def _control(self, flag: str) -> None:
+        subprocess.run(["callgrind_control", flag, str(self.proc.pid)], capture_output=True, check=True)
+
+    def zero(self) -> None:
+        """Forget what was counted so far (start-up, warm-up)."""
+        self._control("-z")
+
+    def total(self) -> int:
+        """Instructions since :meth:`zero`: dump and read the dump's summary."""
+        before = set(Path(self.outdir).glob("cg.*"))
+        self._control("-d")
+        for dump in sorted(set(Path(self.outdir).glob("cg.*")) - before, key=os.path.getmtime):
+            for line in dump.read_text(errors="replace").splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no callgrind dump with a summary in {self.outdir}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def _connect(port: int) -> Any:
+    import websockets
+
+    for _ in range(600):  # the server starts slowly under valgrind
+        try:
+            ws = await websockets.connect(f"ws://127.0.0.1:{port}/app/k?protocol=7", max_queue=None)
+            await asyncio.wait_for(ws.recv(), 60)  # pusher:connection_established
+            return ws
+        except OSError:
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the server under callgrind did not start within 120 s")
+
+
+async def publish(server: Callgrind, port: int, n: int, subscribers: int) -> float:
+    """Instructions per ``POST /apps/1/events`` delivered to ``subscribers`` sockets."""
+    import pusher
+
+    client = pusher.Pusher(app_id="1", key="k", secret="s", host="127.0.0.1", port=port, ssl=False)
+    subs = [await _connect(port) for _ in range(max(subscribers, 1))]
+    for ws in subs[:subscribers]:
+        await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "fan"}}))
+        await asyncio.wait_for(ws.recv(), 60)  # subscription_succeeded
+    for i in range(20):  # warm-up: the keep-alive connection, caches
+        await asyncio.to_thread(client.trigger, "fan", "warm", {"i": i})
+        for ws in subs[:subscribers]:
+            await asyncio.wait_for(ws.recv(), 60)
+    server.zero()
+
+    async def drain(ws: Any) -> None:
+        for _ in range(n):
+            await ws.recv()
+
+    received = asyncio.gather(*(drain(ws) for ws in subs[:subscribers]))
+    for i in range(n):
+        await asyncio.to_thread(client.trigger, "fan", "ev", {"i": i, "pad": "x" * 100})
+    await asyncio.wait_for(received, 600)
+    total = server.total()
+    for ws in subs:
+        await ws.close()
+    return total / n
+
+
+async def ping(server: Callgrind, port: int, n: int, subscribers: int) -> float:
+    """Instructions per ``pusher:ping`` round trip on one connection."""
+    ws = await _connect(port)
+    msg = '{"event":"pusher:ping","data":{}}'
+    for _ in range(50):
+        await ws.send(msg)
+        await asyncio.wait_for(ws.recv(), 60)
+    server.zero()
+    for _ in range(n):
+        await ws.send(msg)
+        await asyncio.wait_for(ws.recv(), 60)
+    total = server.total()
+    await ws.close()
+    return total / n
+
+
+SCENARIOS: dict[str, Callable[[Callgrind, int, int, int], Awaitable[float]]] = {
+    "publish": publish,
+    "ping": ping,
+}
+
+
+def measure(scenario: str, src: Path, n: int, subscribers: int) -> float:
+    """Instructions per operation of ``scenario`` for the server in checkout ``src``."""
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="cg-") as outdir:
+        server = Callgrind(src, port, outdir)
+        try:
+            return asyncio.run(SCENARIOS[scenario](server, port, n, subscribers))
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenarios", nargs="*", help=f"of {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("-n", type=int, default=300, help="operations counted (default 300)")
+    parser.add_argument("--subscribers", type=int, default=1, help="publish: sockets on the channel")
+    parser.add_argument("--src", type=Path, default=REPO, help="checkout to run (default: this one)")
+    args = parser.parse_args()
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario {sorted(unknown)[0]!r} (choose from {', '.join(SCENARIOS)})")
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("valgrind (with callgrind_control) is needed: apt-get install valgrind")
+    for scenario in args.scenarios or SCENARIOS:
+        per_op = measure(scenario, args.src.resolve(), args.n, args.subscribers)
+        what = f"publish to {args.subscribers} subscriber(s)" if scenario == "publish" else "ping round trip"
+        print(f"{scenario:8} {per_op:>12,.0f} instructions per {what}  ({args.src})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The query string of an HTTP API request, pure-Python twin of ``_query_c``.
+
+- :func:`parse_query`: the parameters as the API and the signature check read them;
+- :func:`signed_query`: the part of the query a client signed, taken as it is when the
+  client sent it in canonical form (as the SDKs do), so no canonical string is built.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+__all__ = ["parse_query", "signed_query"]
+
+_SIGNATURE = "&auth_signature="
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """The query string as a dict: keys lower-cased, keys and values percent-decoded.
+
+    The SDKs send values unescaped (and sign them so); a client that escapes them
+    signs the decoded value, which is what the signature check recomputes. A
+    percent-escape that is not UTF-8 raises ``UnicodeDecodeError`` (the API answers
+    400). A repeated key keeps its last value.
+    """
+    params: dict[str, str] = {}
+    if not query:
+        return params
+    if "%" not in query and query.islower():
+        # what the SDKs send: nothing to decode, no key to lower-case (two scans in C)
+        for part in query.split("&"):
+            if part:
+                key, _, value = part.partition("=")
+                params[key] = value
+        return params
+    for part in query.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if "%" in key:
+            key = unquote(key, errors="strict")
+        if "%" in value:
+            value = unquote(value, errors="strict")
+        params[key.lower()] = value
+    return params
+
+
+def signed_query(query: str) -> str | None:
+    """The query as the signature covers it, when ``query`` is already in that form, else None.
+
+    The form (see :func:`soketi_impl.signing.api_string_to_sign`): every parameter but
+    ``auth_signature``, ``k=v`` sorted by key, joined by ``&``. ``query`` is in it when
+    it is exactly that followed by ``&auth_signature=...``: ASCII, no percent-escape, keys of
+    ``a-z 0-9 _`` in strictly increasing order, each with ``=``. Then the answer is the
+    text before ``&auth_signature=``, equal to what the check would build from
+    :func:`parse_query`'s dict; None means: build it.
+    """
+    if not query.isascii():
+        return None
+    head, sep, signature = query.rpartition(_SIGNATURE)
+    if not sep or not head or "&" in signature or "%" in query:
+        return None
+    previous = ""
+    for part in head.split("&"):
+        key, eq, _ = part.partition("=")
+        if not eq or not key or key <= previous or key == "auth_signature" or not _KEY_CHARS.issuperset(key):
+            return None
+        previous = key
+    return head
