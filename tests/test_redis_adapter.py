@@ -15,15 +15,15 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from cluster_util import REDIS_HOST, REDIS_PORT, TIMEOUT, Proxy, _redis_keys, need
+from cluster_util import REDIS_HOST, REDIS_PORT, TIMEOUT, Proxy, _redis_keys, need, node, wait_for
 from cluster_util import Client as _Client
-from conftest import APP_ID, base_env
+from conftest import APP_ID
 
 
 @pytest.fixture(autouse=True)
@@ -58,30 +58,12 @@ def _Proxy() -> Proxy:
 # ---------------------------------------------------------------- in-process: crashes and outages
 
 
-@contextlib.asynccontextmanager
-async def _node(prefix: str, redis_port: int = REDIS_PORT, **timing: float) -> AsyncIterator[Any]:
-    from soketi_impl.adapters.redis import RedisAdapter
-    from soketi_impl.config import load_config
-    from soketi_impl.server import Server
-
-    config = load_config(None, environ=base_env(
-        0, SOKETI_ADAPTER_DRIVER="redis", SOKETI_DB_REDIS_KEY_PREFIX=prefix,
-        SOKETI_DB_REDIS_PORT=str(redis_port),
-    ))
-    server = Server(config, adapter=RedisAdapter(config, **timing))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(0)
+def _node(prefix: str, redis_port: int = REDIS_PORT, **timing: float) -> Any:
+    """An in-process Redis node (cluster_util.node), reaching Redis through ``redis_port``."""
+    return node("redis", prefix, env={"SOKETI_DB_REDIS_PORT": str(redis_port)}, **timing)
 
 
-async def _wait_for(predicate: Any, timeout: float = TIMEOUT) -> None:
-    """Poll a condition that no event announces (state in another process: Redis)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+_wait_for = wait_for
 
 
 async def test_a_crashed_node_is_reaped_and_its_members_leave(prefix: str) -> None:
