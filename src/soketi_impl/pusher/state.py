@@ -26,6 +26,7 @@ __all__ = ["AppState", "RateWindow", "Socket", "is_socket_id", "new_socket_id", 
 #: A Pusher socket id: ``digits.digits``.
 SOCKET_ID = re.compile(r"\d+\.\d+")
 _counter = itertools.count(1)
+_getrandbits = random.getrandbits
 
 
 def is_socket_id(text: object) -> bool:
@@ -56,8 +57,15 @@ def protocol_version(query: str) -> str:
 
 
 def new_socket_id() -> str:
-    """A Pusher socket id, ``digits.digits``, unique in this process."""
-    return f"{random.randint(1, 999_999_999)}.{next(_counter)}"
+    """A Pusher socket id, ``digits.digits``, unique in this process.
+
+    The first part is uniform in 1..999,999,999 as ``random.randint`` would draw it,
+    from ``getrandbits`` directly (one call instead of three Python frames).
+    """
+    n = _getrandbits(30)
+    while n >= 999_999_999:
+        n = _getrandbits(30)
+    return f"{n + 1}.{next(_counter)}"
 
 
 class RateWindow:
