@@ -12,7 +12,12 @@ Scenarios:
 - ``publish``: ``POST /apps/1/events`` through the official ``pusher`` SDK (keep-alive,
   auth_version 1.0 signature with ``body_md5``, a JSON body) to a channel with
   ``--subscribers`` WebSocket subscribers (default 1), each of which receives it;
-- ``ping``: one ``pusher:ping`` / ``pusher:pong`` round trip on one connection.
+- ``ping``: one ``pusher:ping`` / ``pusher:pong`` round trip on one connection;
+- ``handshake``: one connection opened, one after the other, by a raw-socket client
+  (no WebSocket library on the client side to slow the loop): the HTTP upgrade request,
+  the ``101`` with ``pusher:connection_established``, one masked ``pusher:subscribe``
+  frame to a channel of its own, ``pusher_internal:subscription_succeeded``. The sockets
+  stay open until the count is taken, so the figure has no closing cost in it.
 
 Usage (needs valgrind; the client uses ``websockets`` and ``pusher`` from the ``test``
 extra)::
@@ -150,9 +155,55 @@ async def ping(server: Callgrind, port: int, n: int, subscribers: int) -> float:
     return total / n
 
 
+def _open_subscribed(port: int, channel: str) -> socket.socket:
+    """A raw socket through upgrade, ``connection_established`` and one subscribe."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(
+        b"GET /app/k?protocol=7&client=raw&version=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    _read_until(sock, b"connection_established")
+    payload = json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}).encode()
+    assert len(payload) < 126
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(bytes((0x81, 0x80 | len(payload))) + mask + masked)
+    _read_until(sock, b"subscription_succeeded")
+    return sock
+
+
+def _read_until(sock: socket.socket, marker: bytes) -> None:
+    buf = b""
+    while marker not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError(f"the server closed before {marker!r}: {buf[-200:]!r}")
+        buf += chunk
+
+
+async def handshake(server: Callgrind, port: int, n: int, subscribers: int) -> float:
+    """Instructions per connection opened and subscribed (upgrade to subscription_succeeded)."""
+    ws = await _connect(port)  # waits for the server to come up under valgrind
+    await ws.close()
+
+    def run(first: int, count: int) -> list[socket.socket]:
+        return [_open_subscribed(port, f"hs-{i}") for i in range(first, first + count)]
+
+    held = await asyncio.to_thread(run, 0, 50)  # warm-up: caches, the channel code paths
+    server.zero()
+    held += await asyncio.to_thread(run, 50, n)
+    total = server.total()
+    for sock in held:
+        sock.close()
+    return total / n
+
+
 SCENARIOS: dict[str, Callable[[Callgrind, int, int, int], Awaitable[float]]] = {
     "publish": publish,
     "ping": ping,
+    "handshake": handshake,
 }
 
 
@@ -181,7 +232,11 @@ def main() -> None:
         sys.exit("valgrind (with callgrind_control) is needed: apt-get install valgrind")
     for scenario in args.scenarios or SCENARIOS:
         per_op = measure(scenario, args.src.resolve(), args.n, args.subscribers)
-        what = f"publish to {args.subscribers} subscriber(s)" if scenario == "publish" else "ping round trip"
+        what = {
+            "publish": f"publish to {args.subscribers} subscriber(s)",
+            "ping": "ping round trip",
+            "handshake": "connection opened and subscribed",
+        }[scenario]
         print(f"{scenario:8} {per_op:>12,.0f} instructions per {what}  ({args.src})", flush=True)
 
 

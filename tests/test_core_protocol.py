@@ -522,3 +522,33 @@ async def test_a_cached_event_is_freed_the_moment_it_expires() -> None:
     assert cache.sweep(app) == 0 and "cache-x" in app.cache
     clock.advance(0.5)  # exactly the deadline
     assert cache.sweep(app) == 1 and app.cache == {}
+
+
+@pytest.mark.parametrize(
+    ("socket_id", "timeout"), [("123.456", 120), ("1.1", 0), ("999999999.12345678", 30), ("not-an-id\"", 120), ("1.2", 1.5)]
+)
+def test_connection_established_fast_form_is_encode_events(socket_id: str, timeout: Any) -> None:
+    """The frame put together from constant parts is byte for byte the encoded one."""
+    from soketi_impl.pusher import messages
+    from soketi_impl.twins._protocol import encode_event
+
+    expected = encode_event(
+        "pusher:connection_established", None,
+        orjson.dumps({"socket_id": socket_id, "activity_timeout": timeout}).decode(),
+    )
+    assert messages.connection_established(socket_id, timeout) == expected
+
+
+def test_protocol_version_and_socket_id_as_parse_qs_and_the_regex_read_them() -> None:
+    """The per-connection shortcuts agree with ``parse_qs`` and ``SOCKET_ID`` on odd input."""
+    from urllib.parse import parse_qs
+
+    from soketi_impl.pusher.state import SOCKET_ID, is_socket_id, protocol_version
+
+    queries = ["", "protocol=7&client=js", "client=js&protocol=5&protocol=6", "protocol=&protocol=6", "protocol",
+               "protocol=a=b", "&&protocol=8&", "protocol=%37", "protocol=+7", "x=1;protocol=6"]
+    for query in queries:
+        assert protocol_version(query) == parse_qs(query).get("protocol", ["7"])[0], query
+    for text in ["1.2", "12.", ".3", "1.2.3", "", "١٢.٣", "²1.2", "1.2\n", " 1.2", "abc"]:
+        assert is_socket_id(text) == (SOCKET_ID.fullmatch(text) is not None), text
+    assert not is_socket_id(12)

@@ -30,7 +30,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs
 
 from ..adapters.base import Adapter, LocalAdapter
 from ..config import Config
@@ -47,7 +46,7 @@ from .events import Observer
 from .lookup import Admitting, AppLookup
 from .observing import Observers
 from .presence import Presence
-from .state import AppState, Socket, is_socket_id, new_socket_id
+from .state import AppState, Socket, is_socket_id, new_socket_id, protocol_version
 from .subscriptions import Subscriptions
 from .users import Users
 
@@ -194,7 +193,7 @@ class PusherServer(AppLookup, InProcessApi):
         if not cfg.enabled:
             self.close_socket(sock, 4003, "The app is disabled.")
             return
-        version = parse_qs(query).get("protocol", ["7"])[0]
+        version = protocol_version(query)
         if version not in _PROTOCOLS:
             self.close_socket(sock, 4007, f"Unsupported protocol version {version[:20]}.")
             return

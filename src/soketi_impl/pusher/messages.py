@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from ..twins._protocol import encode_error, encode_event
+from .state import is_socket_id
 
 __all__ = [
     "PING",
@@ -39,8 +40,20 @@ def _json(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
+_ESTABLISHED_HEAD = '{"event":"pusher:connection_established","data":"{\\"socket_id\\":\\"'
+_ESTABLISHED_MID = '\\",\\"activity_timeout\\":'
+_ESTABLISHED_TAIL = '}"}'
+
+
 def connection_established(socket_id: str, activity_timeout: int) -> bytes:
-    """``pusher:connection_established``: the socket id and how long the client may stay silent."""
+    """``pusher:connection_established``: the socket id and how long the client may stay silent.
+
+    A ``digits.digits`` id and an ``int`` timeout (every connection) need no JSON
+    escaping: the frame is put together from constant parts, byte for byte what
+    ``encode_event`` writes (tests/test_core_protocol.py checks both ways).
+    """
+    if type(activity_timeout) is int and is_socket_id(socket_id):
+        return f"{_ESTABLISHED_HEAD}{socket_id}{_ESTABLISHED_MID}{activity_timeout}{_ESTABLISHED_TAIL}".encode()
     return encode_event(
         "pusher:connection_established", None,
         _json({"socket_id": socket_id, "activity_timeout": activity_timeout}),
