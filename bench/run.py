@@ -6,6 +6,7 @@ Usage (from the repository root, in the project's venv)::
     python bench/run.py --scenario fanout --servers ours,soketi
     python bench/run.py --quick                           # a short version, 1 run each
     python bench/run.py --table                           # README table from results/e2e.json
+    python bench/run.py --scenario many_small --servers ours,ours-py,raw   # -> results/many_small.json
 
 Servers are pinned with ``taskset -c 0`` and the load client with ``taskset -c 1``.
 Each (scenario, server, run) gets a fresh server process; every process started
