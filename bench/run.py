@@ -6,6 +6,7 @@ Usage (from the repository root, in the project's venv)::
     python bench/run.py --scenario fanout --servers ours,soketi
     python bench/run.py --quick                           # a short version, 1 run each
     python bench/run.py --table                           # README table from results/e2e.json
+    python bench/run.py --scenario many_small --servers ours,ours-py,raw   # -> results/many_small.json
 
 Servers are pinned with ``taskset -c 0`` and the load client with ``taskset -c 1``.
 Each (scenario, server, run) gets a fresh server process; every process started
@@ -397,6 +398,28 @@ def _lat_metrics(prefix: str = "") -> dict[str, str]:
     }
 
 
+#: many_small: 4,000 connections, subscriber i on channel bench-(i mod 2000), publish s
+#: to bench-(s mod 2000); 32 keep-alive publisher connections, one request in flight each.
+MANY_SMALL_ARGS = [
+    "fanout",
+    "--conns",
+    "4000",
+    "--channels",
+    "2000",
+    "--inflight",
+    "200",
+    "--http",
+    "32",
+    "--window",
+    "64",
+    "--p99-bound",
+    "10",
+    "--timeout",
+    "30",
+]
+#: Rate steps as fractions of the saturation rate measured first in the same run.
+RAMP = "0.25,0.5,0.7,0.85,1.0"
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -579,8 +602,32 @@ SCENARIOS: dict[str, Scenario] = {
             "deliveries_per_s",
             {"deliveries_per_s": True, "deliveries_per_cpu_s": True},
         ),
+        Scenario(
+            "many_small",
+            "Many small channels: 2,000 public channels x 2 subscribers, signed HTTP publishes "
+            "round-robin (32 in flight); highest rate with p99 <= 10 ms, no loss",
+            MANY_SMALL_ARGS
+            + ["--duration", "2", "--warmup", "0.3", "--step-duration", "2.5", "--ramp", RAMP],
+            MANY_SMALL_ARGS
+            + ["--duration", "1", "--warmup", "0.2", "--step-duration", "0.7", "--ramp", RAMP],
+            {
+                "sustained_publishes_per_s": "sustainable publishes/s (p99 <= 10 ms, no loss)",
+                "p99_ms": "p99 at that rate (ms)",
+                "p50_ms": "p50 at that rate (ms)",
+                "saturation_publishes_per_s": "publishes/s at saturation (32 in flight)",
+                "saturation_p99_ms": "p99 at saturation (ms)",
+                "client_cpu_share": "load client CPU share at saturation",
+                "server_cpu_s": "server CPU s",
+            },
+            "sustained_publishes_per_s",
+            {"sustained_publishes_per_s": True, "saturation_publishes_per_s": True},
+            timeout=120,
+        ),
     ]
 }
+
+#: Scenarios with their own results file, left out of "all" (which is the e2e.json suite).
+SEPARATE = {"many_small": "many_small.json"}
 
 
 def priority_prefix() -> list[str]:
@@ -624,6 +671,9 @@ def derive(result: dict[str, Any]) -> dict[str, Any]:
         result["deliveries_per_cpu_s"] = round(result.get("deliveries", 0) / cpu, 1)
     if cpu > 0 and result.get("mode") == "ping":
         result["round_trips_per_cpu_s"] = round(result.get("pongs", 0) / cpu, 1)
+    if "saturation_p99_us" in result:
+        result["saturation_p99_ms"] = result["saturation_p99_us"] / 1000
+        result["client_cpu_share"] = result.get("saturation_client_cpu")
     if result.get("mode") == "presence":
         result["member_events"] = result.get("member_added_received", 0) + result.get(
             "member_removed_received", 0
@@ -963,7 +1013,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --table: also write the table into bench/README.md between its markers",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS / "e2e.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results file (default results/e2e.json; results/many_small.json for many_small)",
+    )
     parser.add_argument(
         "--baseline-src",
         type=Path,
@@ -983,6 +1038,9 @@ def main(argv: list[str] | None = None) -> int:
         help="keep runs during which other processes took a pinned core",
     )
     args = parser.parse_args(argv)
+    if args.out is None:
+        own = {SEPARATE.get(s) for s in args.scenario.split(",")}
+        args.out = RESULTS / (own.pop() if len(own) == 1 and None not in own else "e2e.json")
 
     if args.table:
         text = table(load_results(args.out))
@@ -994,7 +1052,11 @@ def main(argv: list[str] | None = None) -> int:
     NICE = args.nice
     global BASELINE_SRC
     BASELINE_SRC = args.baseline_src.resolve() if args.baseline_src else None
-    scenarios = list(SCENARIOS) if args.scenario == "all" else args.scenario.split(",")
+    scenarios = (
+        [s for s in SCENARIOS if s not in SEPARATE]
+        if args.scenario == "all"
+        else args.scenario.split(",")
+    )
     servers = args.servers.split(",")
     for s in scenarios:
         if s not in SCENARIOS:

@@ -19,6 +19,17 @@
  *   client    N members of a private channel; member 0 sends client events
  *             at saturation (--window messages not yet fully delivered).
  *
+ * fanout with --channels C: subscriber i joins channel "<channel>-<i mod C>"
+ * and publish number s goes to "<channel>-<s mod C>" (round-robin), so every
+ * publish reaches conns/C subscribers.  With --ramp F1,F2,... it is a rate
+ * search over one set of connections: first --duration seconds at saturation
+ * (S publishes/s), then one --step-duration step at each rate F*S, stopping at
+ * the first rate that breaks a bound twice in a row (p99 above --p99-bound ms,
+ * a delivery lost or refused, or less than 97% of the offered rate delivered),
+ * then --bisect halvings between the last good rate and that one.  In a
+ * step the latency runs from the publish's scheduled time, not its send time,
+ * so a client that falls behind the schedule shows as latency (open loop).
+ *
  * Output: one JSON line on stdout (plus the "ready" line in conns mode).
  * Build: gcc -O2 -o loadclient loadclient.c -lcrypto
  */
@@ -65,11 +76,17 @@ static struct {
     double timeout;     /* cap on every waiting phase */
     double hold;        /* conns mode: max seconds to hold */
     int payload;        /* payload size in bytes (approximate) */
+    int channels;       /* fanout: channels the subscribers and publishes are spread over */
+    const char *ramp;   /* fanout: comma-separated fractions of saturation, or NULL */
+    double step_duration; /* ramp: measured seconds per step */
+    double p99_bound;   /* ramp: a step with a higher p99 (ms) is not sustainable */
+    int bisect;         /* ramp: halvings between the last good and the first bad rate */
 } cfg = {
     .mode = M_FANOUT, .host = "127.0.0.1", .port = 6001, .key = "app-key",
     .secret = "app-secret", .app_id = "app-id", .channel = NULL, .conns = 1000,
     .inflight = 100, .http = 8, .window = 64, .rate = 0, .duration = 3,
-    .warmup = 0.5, .timeout = 30, .hold = 30, .payload = 64,
+    .warmup = 0.5, .timeout = 30, .hold = 30, .payload = 64, .channels = 1,
+    .ramp = NULL, .step_duration = 1.5, .p99_bound = 10, .bisect = 2,
 };
 
 /* ------------------------------------------------------------------ time */
@@ -296,7 +313,8 @@ static uint64_t ring_time[RING];
 static uint64_t pub_seq, done_seq;     /* next seq to publish, first seq not finished */
 static int expected_per_msg;           /* recipients of one message */
 static int publishing;
-static uint64_t next_due;              /* rate mode: time of the next publish */
+static double next_due;                /* rate mode: time of the next publish (us) */
+static uint64_t stamp_due;             /* ramp: scheduled time of the publish being sent */
 static char pad[70000];
 
 static uint64_t parse_u64(const char *p, const char *end) {
@@ -339,7 +357,8 @@ static void on_delivery(const char *p, size_t n, uint64_t now) {
 
 /* Body of a publish carrying the timestamp and the sequence number. */
 static size_t make_data(char *out, size_t cap, uint64_t seq) {
-    int n = snprintf(out, cap, "ts=%llu;seq=%llu;", (unsigned long long)now_us(), (unsigned long long)seq);
+    uint64_t ts = stamp_due ? stamp_due : now_us();
+    int n = snprintf(out, cap, "ts=%llu;seq=%llu;", (unsigned long long)ts, (unsigned long long)seq);
     int want = cfg.payload > n ? cfg.payload - n : 0;
     if ((size_t)(n + want) >= cap) want = (int)cap - n - 1;
     memcpy(out + n, pad, (size_t)want);
@@ -351,7 +370,10 @@ static void http_publish(conn *c) {
     static char data[70100], body[70400], sig_str[72000], req[75000];
     uint64_t seq = pub_seq;
     make_data(data, sizeof data, seq);
-    int bl = snprintf(body, sizeof body, "{\"name\":\"bench\",\"channel\":\"%s\",\"data\":\"%s\"}", cfg.channel, data);
+    char chan[256];
+    if (cfg.channels > 1) snprintf(chan, sizeof chan, "%s-%llu", cfg.channel, (unsigned long long)(seq % (uint64_t)cfg.channels));
+    else snprintf(chan, sizeof chan, "%s", cfg.channel);
+    int bl = snprintf(body, sizeof body, "{\"name\":\"bench\",\"channel\":\"%s\",\"data\":\"%s\"}", chan, data);
     char md5[33], sig[65];
     md5_hex(body, (size_t)bl, md5);
     long ts = (long)time(NULL);
@@ -393,8 +415,8 @@ static void pump(uint64_t now) {
         conn *s = &ws[0];
         while ((int)(pub_seq - done_seq) < window && s->wlen == 0) {
             if (cfg.rate > 0) {
-                if (now < next_due) break;
-                next_due += (uint64_t)(1e6 / cfg.rate);
+                if ((double)now < next_due) break;
+                next_due += 1e6 / cfg.rate;
             }
             client_publish(s);
         }
@@ -405,16 +427,22 @@ static void pump(uint64_t now) {
         if (c->state != ST_OPEN || c->busy) continue;
         if ((int)(pub_seq - done_seq) >= window) break;
         if (cfg.rate > 0) {
-            if (now < next_due) break;
-            next_due += (uint64_t)(1e6 / cfg.rate);
+            if ((double)now < next_due) break;
+            if (cfg.ramp) stamp_due = (uint64_t)next_due;
+            next_due += 1e6 / cfg.rate;
         }
         http_publish(c);
+        stamp_due = 0;
     }
 }
 
 static void send_subscribe(conn *c) {
-    char msg[1024];
+    char msg[1024], chbuf[256];
     const char *ch = cfg.channel;
+    if (cfg.channels > 1) {
+        snprintf(chbuf, sizeof chbuf, "%s-%d", cfg.channel, c->idx % cfg.channels);
+        ch = chbuf;
+    }
     if (strncmp(ch, "presence-", 9) == 0) {
         char cd[128], sigin[512], sig[65];
         snprintf(cd, sizeof cd, "{\"user_id\":\"u%d\",\"user_info\":{}}", c->idx);
@@ -733,7 +761,7 @@ static int connect_all(int subscribe) {
 
 /* ------------------------------------------------------------------ output */
 
-static char out[8192];
+static char out[16384];
 static size_t outl;
 static void jput(const char *fmt, ...) {
     va_list ap;
@@ -796,7 +824,7 @@ static int run_publish(void) {
     uint64_t t0 = now_us();
     t_meas_start = t0 + (uint64_t)(cfg.warmup * 1e6);
     t_meas_end = t_meas_start + (uint64_t)(cfg.duration * 1e6);
-    next_due = t0;
+    next_due = (double)t0;
     publishing = 1;
     run_until(NULL, t_meas_end);
     publishing = 0;
@@ -839,13 +867,126 @@ static int stdin_line(void) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ ramp (rate search) */
+
+typedef struct {
+    double offered, delivered, p50, p99, max;
+    uint64_t lost, bad, samples;
+    double client_cpu;         /* this process's CPU seconds per wall second during the step */
+    int good;
+} step_t;
+
+#define MAX_STEPS 32
+static step_t steps[MAX_STEPS + 1];   /* [0] = saturation */
+static int n_steps;
+
+static double self_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* One publishing phase at cfg.rate (0 = saturation) with fresh counters. */
+static void run_step(step_t *st, double rate, double duration) {
+    memset(hist, 0, sizeof hist);
+    h_count = h_max = h_sum = 0;
+    n_deliveries_window = 0;
+    n_lost = 0;
+    uint64_t bad0 = n_pub_bad;
+    measuring_done = 0;
+    cfg.rate = rate;
+    cfg.duration = duration;
+    double cpu0 = self_cpu_s();
+    uint64_t w0 = now_us();
+    run_publish();
+    double wall = (double)(now_us() - w0) / 1e6;
+    st->client_cpu = wall > 0 ? (self_cpu_s() - cpu0) / wall : 0;
+    st->offered = rate;
+    st->delivered = expected_per_msg ? (double)n_deliveries_window / duration / expected_per_msg : 0;
+    st->p50 = h_pct(50);
+    st->p99 = h_pct(99);
+    st->max = (double)h_max;
+    st->samples = h_count;
+    st->lost = n_lost;
+    st->bad = n_pub_bad - bad0;
+    st->good = st->lost == 0 && st->bad == 0 && h_count > 0 && st->p99 <= cfg.p99_bound * 1000.0 &&
+               (rate <= 0 || st->delivered >= 0.97 * rate);
+}
+
+/* One step at `rate`; a step that breaks a bound is measured once more (a few ms
+ * of another process on a shared core is enough to break a p99 bound once). */
+static int try_rate(double rate) {
+    for (int attempt = 0; attempt < 2 && n_steps <= MAX_STEPS && !interrupted; attempt++) {
+        step_t *st = &steps[n_steps++];
+        run_step(st, rate, cfg.step_duration);
+        if (st->good) return 1;
+    }
+    return 0;
+}
+
+/* Saturation first, then each fraction of it until a rate breaks a bound (twice),
+ * then --bisect halvings of the interval between the last good and that rate. */
+static void run_ramp(void) {
+    double sat_duration = cfg.duration;
+    run_step(&steps[0], 0, sat_duration);
+    n_steps = 1;
+    double sat = steps[0].delivered, good = 0, bad = 0;
+    const char *p = cfg.ramp;
+    while (p && *p && sat > 0 && !interrupted) {
+        char *end;
+        double f = strtod(p, &end);
+        if (end == p) break;
+        p = *end == ',' ? end + 1 : end;
+        if (f <= 0) continue;
+        if (!try_rate(f * sat)) {
+            bad = f * sat;
+            break;
+        }
+        good = f * sat;
+    }
+    for (int i = 0; i < cfg.bisect && bad > 0 && !interrupted; i++) {
+        double mid = (good + bad) / 2;
+        if (try_rate(mid)) good = mid;
+        else bad = mid;
+    }
+    cfg.duration = sat_duration;
+}
+
+static void put_ramp(void) {
+    int best = -1;
+    for (int i = 1; i < n_steps; i++)
+        if (steps[i].good && (best < 0 || steps[i].offered > steps[best].offered)) best = i;
+    jput(",\"channels\":%d,\"p99_bound_ms\":%g,\"saturation_publishes_per_s\":%.1f,\"saturation_p99_us\":%.0f,"
+         "\"saturation_client_cpu\":%.3f,\"steps\":[",
+         cfg.channels, cfg.p99_bound, steps[0].delivered, steps[0].p99, steps[0].client_cpu);
+    for (int i = 1; i < n_steps; i++) {
+        step_t *s = &steps[i];
+        jput("%s{\"offered\":%.1f,\"publishes_per_s\":%.1f,\"p50_us\":%.0f,\"p99_us\":%.0f,\"max_us\":%.0f,"
+             "\"samples\":%llu,\"lost\":%llu,\"bad\":%llu,\"client_cpu\":%.3f,\"good\":%s}",
+             i > 1 ? "," : "", s->offered, s->delivered, s->p50, s->p99, s->max, (unsigned long long)s->samples,
+             (unsigned long long)s->lost, (unsigned long long)s->bad, s->client_cpu, s->good ? "true" : "false");
+    }
+    jput("]");
+    if (best > 0) {
+        step_t *s = &steps[best];
+        jput(",\"sustained_publishes_per_s\":%.1f,\"sustained_offered\":%.1f,\"sustained_deliveries_per_s\":%.1f,"
+             "\"lat_us\":{\"p50\":%.0f,\"p99\":%.0f,\"max\":%.0f},\"lost\":%llu",
+             s->delivered, s->offered, s->delivered * expected_per_msg, s->p50, s->p99, s->max,
+             (unsigned long long)s->lost);
+    } else {
+        jput(",\"sustained_publishes_per_s\":0");
+    }
+}
+
 static void on_sigint(int s) { (void)s; interrupted = 1; }
 
 static void usage(void) {
     fprintf(stderr,
             "usage: loadclient fanout|ping|conns|presence|client [--port P] [--host H] [--key K]\n"
             "  [--secret S] [--app-id ID] [--channel C] [--conns N] [--inflight N] [--http K]\n"
-            "  [--window W] [--rate R] [--duration S] [--warmup S] [--timeout S] [--hold S] [--payload B]\n");
+            "  [--window W] [--rate R] [--duration S] [--warmup S] [--timeout S] [--hold S] [--payload B]\n"
+            "  [--channels C] [--ramp F1,F2,...] [--step-duration S] [--p99-bound MS] [--bisect N]\n");
     exit(2);
 }
 
@@ -878,12 +1019,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--timeout")) cfg.timeout = atof(v);
         else if (!strcmp(a, "--hold")) cfg.hold = atof(v);
         else if (!strcmp(a, "--payload")) cfg.payload = atoi(v);
+        else if (!strcmp(a, "--channels")) cfg.channels = atoi(v);
+        else if (!strcmp(a, "--ramp")) cfg.ramp = v;
+        else if (!strcmp(a, "--step-duration")) cfg.step_duration = atof(v);
+        else if (!strcmp(a, "--p99-bound")) cfg.p99_bound = atof(v);
+        else if (!strcmp(a, "--bisect")) cfg.bisect = atoi(v);
         else usage();
     }
     if (!cfg.channel) {
         cfg.channel = cfg.mode == M_PRESENCE ? "presence-bench" : cfg.mode == M_CLIENT ? "private-bench" : "bench";
     }
     if (cfg.window >= RING - 16) cfg.window = RING - 16;
+    if (cfg.channels < 1 || cfg.conns % cfg.channels != 0) die("--conns must be a multiple of --channels");
     if (cfg.payload > 65536) cfg.payload = 65536;
     memset(pad, 'x', sizeof pad);
     signal(SIGPIPE, SIG_IGN);
@@ -922,7 +1069,13 @@ int main(int argc, char **argv) {
             conn_open(&hc[i]);
         }
         ok = subs && run_until(http_all_open, now_us() + 5000000u);
-        expected_per_msg = (int)n_subscribed;
+        expected_per_msg = (int)n_subscribed / cfg.channels;
+        if (ok && cfg.ramp) {
+            run_ramp();
+            put_ramp();
+            put_common(ok);
+            goto done;
+        }
         if (ok) run_publish();
         double win = cfg.duration;
         jput(",\"rate\":%g,\"http_inflight\":%d,\"window\":%d,\"subscribers\":%llu,\"published\":%llu,\"publish_ok\":%llu,"
@@ -1020,6 +1173,7 @@ int main(int argc, char **argv) {
              wrong);
     }
     put_common(ok);
+done:
     run_delay(&delay1, &slices1);
     jput(",\"client_run_delay_s\":%.3f,\"client_slices\":%llu}", (double)(delay1 - delay0) / 1e9,
          (unsigned long long)(slices1 - slices0));
