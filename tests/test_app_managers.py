@@ -366,6 +366,35 @@ def _established_or_none(server: ServerProcess, key: str) -> Client | None:
     return None
 
 
+def test_the_dashboard_sends_a_test_event_to_an_app_nothing_used_yet(db: Db) -> None:
+    import urllib.request
+
+    db.insert(**app_row(1))
+    db.insert(**app_row(3))
+    metrics_port = free_port()
+    env = db.env(
+        SOKETI_DASHBOARD_ENABLED="true", SOKETI_DASHBOARD_TOKEN="a-token-for-this-test",
+        SOKETI_METRICS_HOST="127.0.0.1", SOKETI_METRICS_SERVER_PORT=str(metrics_port),
+    )
+    with run_server(env=env):
+        def trigger(app: str) -> tuple[int, Any]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{metrics_port}/dashboard/api/trigger", method="POST",
+                data=json.dumps({"app": app, "channel": "news", "event": "hi", "data": "x"}).encode(),
+                headers={"Authorization": "Bearer a-token-for-this-test", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=TIMEOUT) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        # app 70003 is in the table, and no client or request has asked for it yet
+        assert trigger("70003") == (200, {"ok": True, "delivered": 0})
+        status, body = trigger("70009")  # not in the table
+        assert status == 404 and "No such app" in body["error"]
+
+
 def test_many_clients_at_once_for_an_unlooked_up_app(db: Db) -> None:
     """Concurrent handshakes for one key wait on one lookup, then all are greeted."""
     db.insert(**app_row(1))

@@ -277,7 +277,7 @@ class Pusher(HookDecorators):
         Without a master key this raises :class:`~soketi_impl.errors.ConfigError`
         naming the app, and nothing is sent to any channel.
         """
-        await self._resolve(app_id)
+        await self.resolve_app(app_id)
         names = [channels] if isinstance(channels, str) else list(channels)
         encrypted = [c for c in names if is_encrypted_channel(c)]
         if not encrypted:
@@ -289,7 +289,7 @@ class Pusher(HookDecorators):
             sent += await self.core.trigger(app_id, [channel], event, encrypt(channel, data, key), socket_id)
         return sent
 
-    async def _resolve(self, app_id: str) -> None:
+    async def resolve_app(self, app_id: str) -> None:
         """Make an app from the app manager's database known to the core (the in-process
         API takes app ids; an unknown one stays a ``KeyError``, as with configured apps)."""
         if self.core.app_manager is not None:
@@ -324,20 +324,20 @@ class Pusher(HookDecorators):
 
     async def channels(self, app_id: str, prefix: str | None = None) -> dict[str, dict[str, int]]:
         """Occupied channels with ``subscription_count`` (and ``user_count`` for presence)."""
-        await self._resolve(app_id)
+        await self.resolve_app(app_id)
         return await self.core.channels(app_id, prefix)
 
     async def channel(self, app_id: str, channel: str) -> dict[str, Any]:
         """``occupied``, ``subscription_count``, ``user_count`` (presence), ``cache``."""
-        await self._resolve(app_id)
+        await self.resolve_app(app_id)
         return await self.core.channel(app_id, channel)
 
     async def presence_users(self, app_id: str, channel: str) -> list[str]:
         """The user ids present in a presence channel."""
-        await self._resolve(app_id)
+        await self.resolve_app(app_id)
         return await self.core.presence_users(app_id, channel)
 
     async def terminate_user_connections(self, app_id: str, user_id: str) -> int:
         """Close every connection signed in as ``user_id`` with 4009."""
-        await self._resolve(app_id)
+        await self.resolve_app(app_id)
         return await self.core.terminate_user_connections(app_id, user_id)

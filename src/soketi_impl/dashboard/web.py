@@ -275,7 +275,11 @@ class DashboardRoutes:
             body = load_json(await request.read())
             if not isinstance(body, dict):
                 raise ApiError(400, "Expected a JSON object {app, channel, event, data}.")
-            app_id = self._app_id(body.get("app"))
+            requested = body.get("app")
+            if isinstance(requested, str) and requested and requested not in self.service.core.apps:
+                # an app of the app manager's database that nothing has used yet
+                await self.service.pusher.resolve_app(requested[:255])
+            app_id = self._app_id(requested)
             if app_id is None:
                 raise ApiError(404, "No such app.")
             data = body.get("data", "")
