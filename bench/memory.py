@@ -37,11 +37,13 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+import run as e2e  # noqa: E402 - the e2e runner's helpers (waiting for a server)
+
 APP_ID, APP_KEY, APP_SECRET = "1234", "app-key", "app-secret"
 _KEY = base64.b64encode(b"0123456789abcdef").decode()
 
@@ -176,19 +178,12 @@ def start_server(port: int, directory: Path, trace: int, pure: bool, src: Path) 
         stdout=(directory / "server.log").open("wb"), stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}: see {directory / 'server.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
-                r.read()
-            return proc
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("the server did not answer GET / within 30 s") from None
-            time.sleep(0.1)
+    try:
+        e2e.wait_answering(proc, f"http://127.0.0.1:{port}/", "the server", directory / "server.log")
+    except e2e.ServerFailed:
+        proc.kill()
+        raise
+    return proc
 
 
 def type_table(before: dict[str, list[int]], after: dict[str, list[int]], n: int, top: int) -> list[tuple[str, float, float]]:

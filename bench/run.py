@@ -336,6 +336,25 @@ class ServerFailed(RuntimeError):
     """The server did not start or did not answer."""
 
 
+def wait_answering(
+    proc: subprocess.Popen[bytes], url: str, what: str, logfile: Path, context: Any = None
+) -> None:
+    """Until GET ``url`` answers (30 s at most); :class:`ServerFailed` if the process
+    exits first or never answers (``what`` names it, ``logfile`` has its output)."""
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise ServerFailed(f"{what} exited with {proc.returncode}; see {logfile}")
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=context) as r:
+                r.read()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"{what} did not answer GET / within 30 s; see {logfile}") from None
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def running_server(spec: ServerSpec, port: int, logfile: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server pinned to CPU 0 and wait until GET / answers; kill it afterwards."""
@@ -353,20 +372,7 @@ def running_server(spec: ServerSpec, port: int, logfile: Path) -> Iterator[subpr
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise ServerFailed(f"{spec.name} exited with {proc.returncode}; see {logfile}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
-                    r.read()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise ServerFailed(
-                        f"{spec.name} did not answer GET / within 30 s; see {logfile}"
-                    ) from None
-                time.sleep(0.1)
+        wait_answering(proc, f"http://127.0.0.1:{port}/", spec.name, logfile)
         yield proc
     finally:
         kill_group(proc)

@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from array import array
 from pathlib import Path
 from typing import Any
@@ -477,22 +476,7 @@ def running_server(variant: str, port: int, pki: dict[str, str], logfile: Path) 
     scheme = "https" if variant == "tls" else "http"
     ctx = ssl.create_default_context(cafile=pki["ca"]) if variant == "tls" else None
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{variant} server exited with {proc.returncode}; see {logfile}")
-            try:
-                with urllib.request.urlopen(
-                    f"{scheme}://127.0.0.1:{port}/", timeout=1, context=ctx
-                ) as r:
-                    r.read()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{variant} server did not answer within 30 s; see {logfile}"
-                    ) from None
-                time.sleep(0.1)
+        e2e.wait_answering(proc, f"{scheme}://127.0.0.1:{port}/", f"{variant} server", logfile, ctx)
         yield proc
     finally:
         e2e.kill_group(proc)
