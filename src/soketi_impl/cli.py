@@ -145,6 +145,6 @@ def main(argv: list[str] | None = None) -> int:
             supervisor = importlib.import_module("soketi_impl.workers")
             worker_argv = ["start"] + (["--config", args.config] if args.config else [])
             return int(supervisor.supervise(config, config.workers, worker_argv))
-        return int(server.run(config, role))
+        return int(server.run(config) if role is None else server.run(config, role))
     except KeyboardInterrupt:
         return 130
