@@ -104,6 +104,29 @@ def test_pusher_js_follows_the_count_across_workers(node_modules: Path) -> None:
     assert counts["a"] == [1, 2, 3, 2] and counts["b"] == [2, 3, 2] and counts["c"] == [3]
 
 
+def test_with_redis_each_worker_is_a_node_of_it() -> None:
+    from cluster_util import cleanup, cluster_env, leftovers, need, new_prefix
+
+    need("redis")
+    prefix = new_prefix("redis")
+    try:
+        with run_workers(cluster_env("redis", prefix), 2, MODE) as (_, (w0, w1)):
+            a, b = Sub(w0), Sub(w1)
+            try:
+                b.subscribe("news")
+                sdk(w0).trigger("news", "via-redis", "x")
+                assert b.recv()["event"] == "via-redis"
+                a.join("presence-r", "ann")
+                assert b.join("presence-r", "ann")["count"] == 1
+                # the workers registered themselves in Redis (the hub carries nothing)
+                assert asyncio.run(leftovers("redis", prefix)) != []
+            finally:
+                a.close()
+                b.close()
+    finally:
+        asyncio.run(cleanup("redis", prefix))
+
+
 # ---------------------------------------------------------------- the supervisor
 
 
