@@ -159,9 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("deliveries_per_s", "cpu_us_per_delivery")
         if key in one and key in many and one[key]["median"]
     }
+    machine = e2e.machine_info()
+    machine["pinning"] = {"server": "none (the workers may use every core)", "load_client": "taskset -c 1"}
     data = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": e2e.machine_info(),
+        "machine": machine,
         "scenario": scenario.title,
         "load_args": load,
         "cpus": len(os.sched_getaffinity(0)),
