@@ -151,6 +151,21 @@ def test_a_worker_killed_with_sigkill_is_restarted_and_the_port_keeps_serving() 
             s.close()
 
 
+def test_workers_that_keep_dying_stop_everything_with_exit_1() -> None:
+    from soketi_impl.workers import CRASH_WINDOW, MAX_CRASHES
+
+    with run_workers(None, 2, MODE) as (sup, _):
+        for n in range(1, MAX_CRASHES + 1):
+            wait_until(lambda n=n: sum("worker 1 listening on" in line for line in list(sup.log)) >= n,
+                       20, f"worker 1 started {n} times")
+            os.kill(worker_pids(sup)[1], signal.SIGKILL)
+        assert sup.proc.wait(TIMEOUT * 3) == 1
+        sup.log_closed.wait(TIMEOUT)
+        assert any(f"workers died {MAX_CRASHES} times within {CRASH_WINDOW:.0f} s: stopping" in line
+                   for line in sup.log), sup.log
+        assert not worker_pids(sup)
+
+
 def test_sigterm_stops_every_worker_and_exits_0() -> None:
     with run_workers(None, 2, MODE) as (sup, (w0, _)):
         pids = list(worker_pids(sup).values())
