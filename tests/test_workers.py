@@ -316,3 +316,113 @@ async def test_a_worker_over_its_queue_bound_drops_with_a_warning(
     finally:
         await link.close()
         await hub.close()
+
+
+# ---------------------------------------------------------------- the hub, driven by bare links
+
+
+class FakeWorker:
+    """A worker reduced to its hub link: what the hub sends is queued, decoded."""
+
+    def __init__(self, path: str, index: int, answer: bool = True) -> None:
+        from soketi_impl.adapters.local_ipc import HubLink
+
+        self.got: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self.answer = answer
+        self.link = HubLink(path, index, self._frame)
+
+    def _frame(self, frame: bytes) -> None:
+        msg = wire.read_control(frame)
+        if msg["t"] == "q" and self.answer:
+            self.send({"t": "a", "id": msg["id"], "data": f"from {self.link.index}"})
+        self.got.put_nowait(msg)
+
+    def send(self, msg: dict[str, object]) -> None:
+        assert self.link.send(wire.control(msg))
+
+    async def next(self, t: str) -> dict[str, object]:
+        while True:
+            msg = await asyncio.wait_for(self.got.get(), TIMEOUT)
+            if msg["t"] == t:
+                return msg
+
+
+async def fake_workers(path: str, n: int, **kw: bool) -> list[FakeWorker]:
+    workers = [FakeWorker(path, i, **kw) for i in range(n)]
+    for w in workers:
+        await w.link.connect()
+    # a round trip each: the hub has seen every hello before the test speaks
+    for w in workers:
+        w.send({"t": "totals", "id": 0, "app": "a", "k": "channel", "names": ["x"]})
+        await w.next("T")
+    return workers
+
+
+async def test_the_hub_decides_presence_and_withdraws_a_lost_worker(tmp_path: Path) -> None:
+    from soketi_impl.adapters.local_ipc import Hub
+
+    hub = Hub(str(tmp_path / "hub.sock"))
+    await hub.start()
+    w0, w1 = await fake_workers(hub.path, 2)
+    try:
+        join = {"t": "join", "app": "a", "c": "presence-x", "info": {"n": 1}, "first": True, "max": 2}
+        w0.send({**join, "tok": 1, "u": "ann"})
+        assert await w0.next("m+") == {"t": "m+", "app": "a", "c": "presence-x", "u": "ann", "info": {"n": 1}, "o": 1}
+        assert (await w0.next("joined"))["s"] == 1
+        assert "o" not in await w1.next("m+")
+        w1.send({**join, "tok": 2, "u": "ann"})  # the same user on the other worker: no event
+        assert await w1.next("joined") == {"t": "joined", "tok": 2, "s": 0, "m": {"ann": {"n": 1}}}
+        w1.send({**join, "tok": 3, "u": "bob"})
+        assert (await w1.next("joined"))["s"] == 1
+        w0.send({**join, "tok": 4, "u": "cid"})  # max 2
+        assert await w0.next("joined") == {"t": "joined", "tok": 4, "s": -1, "m": {}}
+        # counts: shares per worker, the total's changes to the origin (and to all across zero)
+        w1.send({"t": "n", "app": "a", "k": "channel", "c": "news", "v": 2})
+        assert (await w1.next("N"))["t2"] == 2 and (await w0.next("N"))["t2"] == 2
+        w0.send({"t": "n", "app": "a", "k": "channel", "c": "news", "v": 1})
+        fact = await w0.next("N")
+        assert (fact["t2"], fact["p"], fact["o"]) == (3, 2, 1)
+        # worker 1 dies: bob leaves (ann is still on worker 0), its share goes, told on worker 0
+        assert w1.link.transport is not None
+        w1.link.transport.abort()
+        removed = await w0.next("m-")
+        assert (removed["u"], removed["o"]) == ("bob", 1)
+        fact = await w0.next("N")
+        assert (fact["t2"], fact["p"], fact["o"]) == (1, 3, 1)
+        assert hub.members[("a", "presence-x")].keys() == {"ann"}
+        # a clean leave: bye withdraws the rest, told on the leaver, then confirmed
+        w0.send({"t": "bye"})
+        assert (await w0.next("m-"))["o"] == 1
+        assert (await w0.next("N"))["t2"] == 0
+        await w0.next("bye")
+        assert hub.members == {} and hub.shares == {}
+    finally:
+        for w in (w0, w1):
+            await w.link.close()
+        await hub.close()
+
+
+async def test_a_query_returns_the_answers_that_came_in_time(tmp_path: Path) -> None:
+    from soketi_impl.adapters.local_ipc import Hub
+
+    hub = Hub(str(tmp_path / "hub.sock"), ask_timeout=0.3)
+    await hub.start()
+    asker, helpful = await fake_workers(hub.path, 2)
+    silent = FakeWorker(hub.path, 2, answer=False)
+    await silent.link.connect()
+    try:
+        silent.send({"t": "totals", "id": 0, "app": "a", "k": "channel", "names": []})
+        await silent.next("T")
+        asker.send({"t": "ask", "id": 7, "app": "a", "op": "channels", "arg": None})
+        assert await asker.next("answers") == {"t": "answers", "id": 7, "data": ["from 1"]}
+        await silent.next("q")  # it was asked, and never answered
+        # a worker that leaves is not waited for
+        asker.send({"t": "ask", "id": 8, "app": "a", "op": "channels", "arg": None})
+        await silent.next("q")
+        assert silent.link.transport is not None
+        silent.link.transport.abort()
+        assert await asker.next("answers") == {"t": "answers", "id": 8, "data": ["from 1"]}
+    finally:
+        for w in (asker, helpful, silent):
+            await w.link.close()
+        await hub.close()
