@@ -51,6 +51,8 @@ class Server:
     Pass a :class:`~soketi_impl.config.Config` or a ready :class:`Pusher` (``pusher=``).
     TLS comes from the config's ``ssl_*`` settings, or from ``ssl_context``; a bad
     certificate or key raises :class:`~soketi_impl.errors.ConfigError` here.
+    ``reuse_port`` binds with ``SO_REUSEPORT``, so that several processes share the
+    port (the workers of ``soketi-impl start --workers N``, :mod:`soketi_impl.workers`).
     """
 
     def __init__(
