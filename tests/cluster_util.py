@@ -24,6 +24,7 @@ import hmac
 import itertools
 import json
 import os
+import random
 import socket
 import sys
 import tempfile
@@ -371,15 +372,17 @@ async def node(driver: str, prefix: str, *, env: dict[str, str] | None = None, *
 
 
 def free_ports(n: int) -> int:
-    """The first of ``n`` consecutive free ports."""
-    for _ in range(50):
-        base = free_port()
-        if base + n > 65535:
-            continue
+    """The first of ``n`` consecutive free ports, below the ephemeral range (where the
+    tests' own client connections leave ports in TIME_WAIT), bindable as a server binds
+    (``SO_REUSEADDR``)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - n)
         try:
             with contextlib.ExitStack() as stack:
                 for i in range(n):
                     s = stack.enter_context(socket.socket())
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind(("127.0.0.1", base + i))
             return base
         except OSError:
