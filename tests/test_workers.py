@@ -179,6 +179,7 @@ def test_sigterm_stops_every_worker_and_exits_0() -> None:
         assert not any(alive(pid) for pid in pids)
         sup.log_closed.wait(TIMEOUT)
         assert sup.log[-1].endswith("soketi_impl.workers: stopped")
+        assert not any("while stopping" in line for line in sup.log), sup.log  # every worker exited 0
 
 
 def test_the_supervisor_killed_takes_its_workers_with_it() -> None:

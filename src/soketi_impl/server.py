@@ -44,6 +44,9 @@ __all__ = ["Server", "run"]
 
 log = logging.getLogger("soketi_impl.server")
 
+#: what :func:`_until_signal` returns when a worker's hub connection ended (no signal)
+HUB_LOST = "hub lost"
+
 
 class Server:
     """A listening Pusher server: :meth:`start`, :meth:`stop`, and ``pusher`` for the in-process API.
@@ -143,7 +146,7 @@ def _metrics_line(server: Server) -> str:
 async def _until_signal(stopping: asyncio.Event | None = None) -> str:
     """Wait for SIGINT, SIGTERM or SIGHUP (soketi stops gracefully on SIGHUP too: a
     closed terminal, some supervisors), or for ``stopping``; returns the signal's name
-    (``"hub lost"`` for ``stopping``)."""
+    (:data:`HUB_LOST` when ``stopping`` was set without a signal)."""
     loop = asyncio.get_running_loop()
     if stopping is None:
         stopping = asyncio.Event()
@@ -156,7 +159,7 @@ async def _until_signal(stopping: asyncio.Event | None = None) -> str:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal, sig)
     await stopping.wait()
-    return received[0] if received else "hub lost"
+    return received[0] if received else HUB_LOST
 
 
 async def _serve_worker(config: Config) -> int:
@@ -295,7 +298,7 @@ async def _serve(config: Config, role: WorkerRole | None = None) -> int:
     if link is not None and adapter is None:
         await link.close()
     log.info("stopped")
-    return 0 if not hub_lost.is_set() else 1
+    return 1 if name == HUB_LOST else 0
 
 
 def run(config: Config, role: WorkerRole | None = None) -> int:

@@ -285,6 +285,9 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
             await asyncio.gather(*(p.wait() for p in live))
+        for index, proc in sorted(self.procs.items()):
+            if proc in live and proc.returncode not in (0, None):
+                log.warning("worker %d (pid %d) %s while stopping", index, proc.pid, _exit_text(proc.returncode))
 
 
 def supervise(config: Config, count: int, argv: list[str]) -> int:
