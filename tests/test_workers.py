@@ -135,7 +135,9 @@ def test_a_worker_killed_with_sigkill_is_restarted_and_the_port_keeps_serving() 
         before = worker_pids(sup)
         assert sorted(before) == [0, 1]
         os.kill(before[1], signal.SIGKILL)
-        # worker 0 keeps serving the shared port meanwhile
+        # once it is gone (a connection queued on its socket as it died is reset: a
+        # SO_REUSEPORT property) worker 0 alone serves the shared port meanwhile
+        wait_until(lambda: not alive(before[1]), 10, "worker 1 to die")
         assert sdk(sup).channels_info()["channels"] == {}
         wait_until(lambda: sum("worker 1 listening on" in line for line in list(sup.log)) >= 2,
                    20, "worker 1 restarted")
