@@ -2,7 +2,12 @@
 
 ``DRIVERS`` are the adapters the cluster suite runs on. :func:`cluster_env` gives
 the variables that make a server a node of ``driver`` under a prefix of its own
-(:func:`new_prefix`), so parallel test workers never share state;
+(:func:`new_prefix`), so parallel test workers never share state; the ``workers``
+driver is ``soketi-impl start --workers N`` with no service: its subprocess
+"nodes" are the workers of one process (:func:`run_workers`, each worker on a port
+of its own besides the shared one) and its in-process nodes are servers whose
+:class:`~soketi_impl.adapters.local_ipc.HubAdapter` connects to a hub run in the
+test's event loop (:func:`node_adapter`);
 :func:`leftovers` lists what a prefix still holds (nothing, after clean stops) and
 :func:`cleanup` deletes it. The services must run (Redis at 127.0.0.1:6379, NATS
 with JetStream at 127.0.0.1:4222): without one, :func:`need` fails the test with a
@@ -16,11 +21,16 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import itertools
 import json
+import os
+import random
 import socket
+import sys
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pusher
@@ -30,7 +40,7 @@ from websockets.sync.client import ClientConnection, connect
 from conftest import APP_KEY, APP_SECRET, ServerProcess, base_env, free_port
 
 TIMEOUT = 5.0
-DRIVERS = ("redis", "nats")
+DRIVERS = ("redis", "nats", "workers")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 NATS_HOST, NATS_PORT = "127.0.0.1", 4222
 
@@ -41,6 +51,8 @@ NATS_HOST, NATS_PORT = "127.0.0.1", 4222
 @functools.cache
 def service_error(driver: str) -> str | None:
     """Why ``driver``'s service cannot be used, or None."""
+    if driver == "workers":
+        return None  # no service: the supervisor's hub
     host, port, probe, answer = (
         (REDIS_HOST, REDIS_PORT, b"PING\r\n", b"+PONG") if driver == "redis"
         else (NATS_HOST, NATS_PORT, b"", b"INFO ")
@@ -71,12 +83,18 @@ def need(driver: str) -> None:
 
 def new_prefix(driver: str) -> str:
     """A prefix of one test alone."""
-    return f"soketi-impl-test-{uuid.uuid4().hex[:12]}" + (":" if driver == "redis" else ".")
+    return f"soketi-impl-test-{uuid.uuid4().hex[:12]}" + {"redis": ":", "nats": "."}.get(driver, "")
 
 
 def cluster_env(driver: str, prefix: str, **extra: str) -> dict[str, str]:
-    """The variables that make a server a node of ``driver``'s cluster under ``prefix``."""
-    if driver == "redis":
+    """The variables that make a server a node of ``driver``'s cluster under ``prefix``.
+
+    ``workers``: none (a subprocess cluster is :func:`run_workers`; an in-process
+    node gets its adapter from :func:`node_adapter`).
+    """
+    if driver == "workers":
+        env: dict[str, str] = {}
+    elif driver == "redis":
         env = {
             "SOKETI_ADAPTER_DRIVER": "redis", "SOKETI_DB_REDIS_HOST": REDIS_HOST,
             "SOKETI_DB_REDIS_PORT": str(REDIS_PORT), "SOKETI_DB_REDIS_KEY_PREFIX": prefix,
@@ -144,6 +162,8 @@ def _redis_keys(prefix: str) -> list[bytes]:
 
 async def leftovers(driver: str, prefix: str) -> list[Any]:
     """What ``prefix`` still holds: Redis keys, or the NATS bucket's members and non-zero counts."""
+    if driver == "workers":
+        return []  # the hub ends with its process
     if driver == "redis":
         return await asyncio.to_thread(_redis_keys, prefix)
     return await _nats_bucket(prefix, "keys")
@@ -151,6 +171,8 @@ async def leftovers(driver: str, prefix: str) -> list[Any]:
 
 async def cleanup(driver: str, prefix: str) -> None:
     """Delete what ``prefix`` holds."""
+    if driver == "workers":
+        return
     if driver == "redis":
         import redis
 
@@ -278,6 +300,61 @@ class Client:
         return ids
 
 
+#: prefix -> [hub, nodes using it] (the in-process hubs of the ``workers`` driver)
+_HUBS: dict[str, list[Any]] = {}
+_HUB_INDEXES = itertools.count(100)
+
+
+def hub_path(prefix: str) -> str:
+    """The unix socket of the in-process hub of ``prefix`` (``workers`` driver)."""
+    return os.path.join(tempfile.gettempdir(), prefix + ".hub")
+
+
+@contextlib.asynccontextmanager
+async def hub(prefix: str) -> AsyncIterator[str]:
+    """The hub of ``prefix`` in this event loop, started by the first user and closed by the last."""
+    from soketi_impl.adapters.local_ipc import Hub
+
+    entry = _HUBS.get(prefix)
+    if entry is None:
+        path = hub_path(prefix)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        entry = _HUBS[prefix] = [Hub(path), 0]
+        await entry[0].start()
+    entry[1] += 1
+    try:
+        yield entry[0].path
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _HUBS[prefix]
+            await entry[0].close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry[0].path)
+
+
+def worker_env(prefix: str) -> dict[str, str]:
+    """The variables that make a ``soketi-impl start`` subprocess a worker of the in-process hub
+    of ``prefix`` (a worker index of its own; the hub must run: :func:`hub`)."""
+    from soketi_impl.workers import HUB_ENV, WORKER_ENV
+
+    return {HUB_ENV: hub_path(prefix), WORKER_ENV: str(next(_HUB_INDEXES))}
+
+
+@contextlib.asynccontextmanager
+async def node_adapter(driver: str, prefix: str, config: Any, **timing: float) -> AsyncIterator[Any]:
+    """The adapter of an in-process node of ``driver``'s cluster (with test timings, if any);
+    None: the one ``config`` names."""
+    if driver != "workers":
+        yield make_adapter(config, **timing) if timing or config.adapter_driver != "local" else None
+        return
+    from soketi_impl.adapters.local_ipc import HubAdapter
+
+    async with hub(prefix) as path:
+        yield HubAdapter(path, next(_HUB_INDEXES))
+
+
 @contextlib.asynccontextmanager
 async def node(driver: str, prefix: str, *, env: dict[str, str] | None = None, **timing: float) -> AsyncIterator[Any]:
     """An in-process server node of ``driver``'s cluster, with test timings for its adapter."""
@@ -285,12 +362,74 @@ async def node(driver: str, prefix: str, *, env: dict[str, str] | None = None, *
     from soketi_impl.server import Server
 
     config = load_config(None, environ=base_env(0, **cluster_env(driver, prefix, **(env or {}))))
-    server = Server(config, adapter=make_adapter(config, **timing))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(0)
+    async with node_adapter(driver, prefix, config, **timing) as adapter:
+        server = Server(config, adapter=adapter)
+        await server.start()
+        try:
+            yield server
+        finally:
+            await server.stop(0)
+
+
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports, below the ephemeral range (where the
+    tests' own client connections leave ports in TIME_WAIT), bindable as a server binds
+    (``SO_REUSEADDR``)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - n)
+        try:
+            with contextlib.ExitStack() as stack:
+                for i in range(n):
+                    s = stack.enter_context(socket.socket())
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+@contextlib.contextmanager
+def run_workers(
+    env: dict[str, str] | None = None, count: int = 2, mode: str = "c", args: tuple[str, ...] = ()
+) -> Iterator[tuple[ServerProcess, list[ServerProcess]]]:
+    """``soketi-impl start --workers count``: the supervisor (on the shared port) and one
+    ServerProcess per worker, on the worker's own port (the same process and log)."""
+    from conftest import run_process
+    from soketi_impl.workers import PORT_BASE_ENV
+
+    base = free_ports(count)
+    argv = [sys.executable, "-m", "soketi_impl", "start", "--workers", str(count), *args]
+    full_env = {**(env or {}), PORT_BASE_ENV: str(base)}
+    with run_process(argv, "workers on", free_port(), full_env, mode=mode) as sup:
+        workers = [
+            ServerProcess(sup.proc, base + i, log=sup.log, log_closed=sup.log_closed) for i in range(count)
+        ]
+        yield sup, workers
+
+
+def worker_pids(supervisor: ServerProcess) -> dict[int, int]:
+    """worker index -> pid, of the live workers of a supervisor process (from /proc)."""
+    from soketi_impl.workers import WORKER_ENV
+
+    pids: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != supervisor.proc.pid:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+        except (OSError, IndexError, ValueError):
+            continue
+        index = env.get(WORKER_ENV.encode())
+        if index is not None:
+            pids[int(index)] = int(entry)
+    return pids
 
 
 async def wait_for(predicate: Any, timeout: float = TIMEOUT) -> None:

@@ -1,7 +1,9 @@
-"""The multi-node suite, on every adapter (Redis and NATS): two or three server processes, one app.
+"""The multi-node suite, on every adapter (Redis, NATS, workers): two or three server processes, one app.
 
-Each test runs once per driver (``redis``, ``nats``), each with a prefix of its own;
-the services must run (see :mod:`cluster_util`). The subprocess tests drive the
+Each test runs once per driver (``redis``, ``nats``, ``workers``), each with a prefix
+of its own; the services must run (see :mod:`cluster_util`). With ``workers`` the two
+nodes are the two workers of one ``soketi-impl start --workers 2`` process (each on a
+port of its own), or in-process servers on a hub of the test's. The subprocess tests drive the
 nodes like a user does (the Python ``pusher`` SDK for HTTP, raw WebSocket clients);
 the crash test kills a node with SIGKILL and watches its members leave within the
 lease, with the webhook sent once. What only one adapter has (Redis' Lua and
@@ -12,6 +14,7 @@ proxy cuts, NATS reconnection) is tested in ``test_redis_adapter.py`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -37,8 +40,10 @@ from cluster_util import (
     marker,
     need,
     new_prefix,
+    run_workers,
     sdk,
     sign,
+    worker_pids,
 )
 from conftest import APP_KEY, ServerProcess, base_env, free_port, run_process, run_server
 from soketi_impl.twins import _speedups
@@ -56,6 +61,21 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     thread.join(TIMEOUT * 3)
     assert result, "timed out"
     return result[0]
+
+
+#: the drivers with a service (the tests of what happens when it is away, or of leases)
+SERVICES = [d for d in DRIVERS if d != "workers"]
+
+
+@contextlib.contextmanager
+def two_nodes(driver: str, env: dict[str, str]) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two server processes of ``driver``'s cluster, or the two workers of one process."""
+    if driver == "workers":
+        with run_workers(env, 2, MODE) as (_, (a, b)):
+            yield a, b
+        return
+    with run_server(MODE, env=env) as a, run_server(MODE, env=env) as b:
+        yield a, b
 
 
 @pytest.fixture(params=DRIVERS)
@@ -78,8 +98,7 @@ def prefix(driver: str) -> Iterator[str]:
 @pytest.fixture
 def nodes(driver: str, prefix: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Two server processes on two ports sharing one prefix."""
-    env = cluster_env(driver, prefix)
-    with run_server(MODE, env=env) as a, run_server(MODE, env=env) as b:
+    with two_nodes(driver, cluster_env(driver, prefix)) as (a, b):
         yield a, b
     # Both nodes stopped cleanly: they withdrew everything they had registered.
     assert run_sync(leftovers(driver, prefix)) == []
@@ -222,7 +241,7 @@ def test_presence_one_member_per_user_across_nodes(
 
 def test_presence_member_limit_holds_across_nodes(driver: str, prefix: str, subs: list[Sub]) -> None:
     env = cluster_env(driver, prefix, SOKETI_PRESENCE_MAX_MEMBERS="2")
-    with run_server(MODE, env=env) as a, run_server(MODE, env=env) as b:
+    with two_nodes(driver, env) as (a, b):
         new_sub(a, subs).join("presence-small", "u1")
         new_sub(b, subs).join("presence-small", "u2")
         refused = new_sub(b, subs).subscribe("presence-small", {"user_id": "u3"})
@@ -309,6 +328,7 @@ def test_terminate_user_connections_on_the_other_node(
 # ---------------------------------------------------------------- start without the service
 
 
+@pytest.mark.parametrize("driver", SERVICES, indirect=True)  # workers: no service to miss
 def test_unreachable_service_exits_1_with_one_clear_line(driver: str) -> None:
     dead_port = free_port()  # nothing listens there
     if driver == "redis":
@@ -336,6 +356,7 @@ HEARTBEAT, LEASE = 0.2, 1.0
 NODE_SCRIPT = str(Path(__file__).with_name("cluster_node.py"))
 
 
+@pytest.mark.parametrize("driver", SERVICES, indirect=True)  # workers: the next test
 async def test_a_node_killed_with_sigkill_loses_its_members_within_the_lease(
     driver: str, prefix: str
 ) -> None:
@@ -383,3 +404,60 @@ async def test_a_node_killed_with_sigkill_loses_its_members_within_the_lease(
         assert await leftovers(driver, prefix) == []
     finally:
         await runner.cleanup()
+
+
+async def test_a_worker_killed_with_sigkill_loses_its_members_at_once() -> None:
+    """``--workers 3``: the hub sees the worker's connection end, so its members leave at
+    once (member_removed everywhere, the webhook once), and the supervisor restarts it."""
+    receiver = Receiver()
+    runner, url = await start_receiver(receiver)
+    hooks = json.dumps([{"url": url, "event_types": ["member_added", "member_removed"]}])
+
+    def removed(uid: str) -> int:
+        return sum(1 for e in receiver.events if (e["name"], e.get("user_id")) == ("member_removed", uid))
+
+    try:
+        with run_workers({"SOKETI_DEFAULT_APP_WEBHOOKS": hooks}, 3, MODE) as (sup, (a, c, b)):
+            watcher, other = await Client.open(a.port), await Client.open(c.port)
+            await watcher.join("presence-crash", "watcher")
+            await other.join("presence-crash", "other")
+            ghost = await Client.open(b.port)
+            assert sorted(await ghost.join("presence-crash", "ghost")) == ["ghost", "other", "watcher"]
+            for s in (watcher, other):
+                while (await s.recv())["event"] != "pusher_internal:member_added":
+                    pass
+            await receiver.wait_for(lambda ev: any(e.get("user_id") == "ghost" for e in ev))
+
+            os.kill(worker_pids(sup)[2], signal.SIGKILL)
+            for s in (watcher, other):
+                while True:
+                    msg = await s.recv()
+                    if msg["event"] == "pusher_internal:member_removed":
+                        break
+                assert json.loads(msg["data"]) == {"user_id": "ghost"}
+            await receiver.wait_for(lambda ev: removed("ghost") >= 1, timeout=15)
+            # The supervisor restarts worker 2, which starts empty and serves again.
+            restarted = await asyncio.to_thread(
+                wait_line, sup, "soketi-impl worker 2 listening on", 2
+            )
+            assert restarted
+            assert any("worker 2 (pid" in line and "SIGKILL" in line for line in sup.log), sup.log
+            back = await Client.open(b.port)
+            assert sorted(await back.join("presence-crash", "back")) == ["back", "other", "watcher"]
+            await back.ws.close()
+            await watcher.ws.close()
+            await other.ws.close()
+            await receiver.wait_for(lambda ev: removed("watcher") and removed("other"), timeout=15)
+            assert removed("ghost") == 1, receiver.events
+    finally:
+        await runner.cleanup()
+
+
+def wait_line(server: ServerProcess, text: str, times: int, timeout: float = 20) -> bool:
+    """Whether ``text`` appears ``times`` times in the log within ``timeout`` (lines come from a thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(1 for line in list(server.log) if text in line) >= times:
+            return True
+        time.sleep(0.05)
+    return False

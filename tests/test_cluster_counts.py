@@ -1,4 +1,4 @@
-"""Cluster-wide webhooks and counts with two real server nodes, on every adapter (Redis, NATS).
+"""Cluster-wide webhooks and counts with two real server nodes, on every adapter (Redis, NATS, workers).
 
 occupied once when a channel's first subscriber anywhere arrives, vacated once
 after the last one anywhere left (and after the 3 s debounce, which a reload onto
@@ -11,7 +11,9 @@ receiver.
 Nodes get their adapter from :func:`cluster_env` (environment variables) and, for
 the in-process survivor of the SIGKILL test, :func:`cluster_adapter` (short
 lease timings): the one place that names the adapter; every test runs once per
-driver of :data:`cluster_util.DRIVERS`, with a prefix of its own.
+driver of :data:`cluster_util.DRIVERS`, with a prefix of its own. With ``workers``
+the in-process nodes share a hub run by the test (:func:`cluster_util.node_adapter`)
+and the subprocess node is a worker of that hub (:func:`cluster_util.worker_env`).
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from cluster_util import DRIVERS, cleanup, make_adapter, need, new_prefix
+from cluster_util import DRIVERS, cleanup, need, new_prefix, node_adapter, worker_env
 from cluster_util import cluster_env as driver_env
 from conftest import APP_KEY, APP_SECRET, base_env, run_server
-from soketi_impl.adapters.base import Adapter
-from soketi_impl.config import Config, load_config
+from soketi_impl.config import load_config
 from soketi_impl.pusher import Observer
 from soketi_impl.server import Server
 from test_server_webhooks_metrics import Receiver, recv_event, start_receiver
@@ -50,12 +51,6 @@ _DRIVER_OF: dict[str, str] = {}
 def cluster_env(prefix: str) -> dict[str, str]:
     """The environment that makes a node join the cluster under ``prefix``."""
     return driver_env(_DRIVER_OF[prefix], prefix)
-
-
-def cluster_adapter(config: Config, *, heartbeat_interval: float, dead_after: float) -> Adapter:
-    """The cluster adapter with its lease timings (in-process nodes only)."""
-    adapter: Adapter = make_adapter(config, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
-    return adapter
 
 
 @pytest.fixture(params=DRIVERS)
@@ -104,13 +99,17 @@ def node_env(url: str, prefix: str, **extra: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def node(url: str, prefix: str, adapter: dict[str, float] | None = None, **extra: str) -> AsyncIterator[Server]:
+    """An in-process node; ``adapter``: its lease timings (the survivor of the SIGKILL test)."""
     config = load_config(None, environ=base_env(0, **node_env(url, prefix, **extra)))
-    server = Server(config, adapter=cluster_adapter(config, **adapter) if adapter else None)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(0)
+    driver = _DRIVER_OF[prefix]
+    timing = adapter if adapter and driver != "workers" else {}
+    async with node_adapter(driver, prefix, config, **timing) as chosen:
+        server = Server(config, adapter=chosen)
+        await server.start()
+        try:
+            yield server
+        finally:
+            await server.stop(0)
 
 
 def told(server: Server) -> Told:
@@ -221,7 +220,9 @@ async def test_a_node_killed_with_sigkill_leaves_the_totals_after_its_lease(
     # The survivor reaps nodes silent for 10 s; the killed node beats every 5 s (the default),
     # so a slow beat under load is not taken for a death.
     async with node(url, prefix, adapter={"heartbeat_interval": 0.2, "dead_after": 10.0}) as a:
-        with run_server(env=node_env(url, prefix)) as b:
+        # workers: a worker of the test's hub, killed; the hub sees it at once (no lease)
+        extra = worker_env(prefix) if _DRIVER_OF[prefix] == "workers" else {}
+        with run_server(env={**node_env(url, prefix), **extra}) as b:
             async with Client.on(a.port) as ca:
                 await ca.subscribe("crash")
                 async with Client.on(b.port) as cb:

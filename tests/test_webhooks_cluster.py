@@ -1,4 +1,4 @@
-"""Webhooks from running servers: presence and client events, on one node and across two (Redis, NATS).
+"""Webhooks from running servers: presence and client events, on one node and across two (Redis, NATS, workers).
 
 A user's connections on two nodes are one member: ``member_added`` once, when the
 first joins anywhere, and ``member_removed`` once, after the last leaves everywhere
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from cluster_util import DRIVERS, cleanup, cluster_env, need, new_prefix
+from cluster_util import DRIVERS, cleanup, cluster_env, need, new_prefix, node_adapter
 from conftest import APP_KEY, APP_SECRET, base_env
 from soketi_impl.config import load_config
 from soketi_impl.server import Server
@@ -30,15 +30,18 @@ CHANNEL = "presence-hooks"
 
 
 @contextlib.asynccontextmanager
-async def node(url: str, **env: str) -> AsyncIterator[Server]:
+async def node(url: str, cluster: tuple[str, str] | None = None) -> AsyncIterator[Server]:
+    """A server alone, or a node of ``cluster`` (driver, prefix)."""
     hooks = [{"url": url, "event_types": TYPES}]
+    env = cluster_env(*cluster) if cluster else {}
     config = load_config(None, environ=base_env(0, SOKETI_DEFAULT_APP_WEBHOOKS=json.dumps(hooks), **env))
-    server = Server(config)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(0)
+    async with node_adapter(*cluster, config) if cluster else contextlib.nullcontext() as adapter:
+        server = Server(config, adapter=adapter)
+        await server.start()
+        try:
+            yield server
+        finally:
+            await server.stop(0)
 
 
 @contextlib.asynccontextmanager
@@ -81,21 +84,20 @@ async def test_presence_and_client_event_webhooks_on_one_node(receiver: tuple[Re
 
 
 @pytest.fixture(params=DRIVERS)
-async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
-    """The variables of a two-node cluster on one adapter, under a prefix of the test's own."""
+async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
+    """A two-node cluster on one adapter, under a prefix of the test's own: (driver, prefix)."""
     driver = str(request.param)
     need(driver)
     prefix = new_prefix(driver)
     try:
-        yield cluster_env(driver, prefix)
+        yield driver, prefix
     finally:
         await cleanup(driver, prefix)
 
 
-async def test_one_member_across_two_nodes(receiver: tuple[Receiver, str], cluster: dict[str, str]) -> None:
+async def test_one_member_across_two_nodes(receiver: tuple[Receiver, str], cluster: tuple[str, str]) -> None:
     rec, url = receiver
-    env = cluster
-    async with node(url, **env) as a, node(url, **env) as b:
+    async with node(url, cluster) as a, node(url, cluster) as b:
         async with member(a, "u1"):
             await rec.wait_for(lambda ev: ("member_added", "u1") in _count(ev))
             async with member(b, "u1"), member(b, "u2"):

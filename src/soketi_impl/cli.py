@@ -1,4 +1,4 @@
-"""The command line: ``soketi-impl start [--config FILE]`` and ``soketi-impl --version``.
+"""The command line: ``soketi-impl start [--config FILE] [--workers N]`` and ``soketi-impl --version``.
 
 It mirrors soketi's ``soketi start [--config=FILE]``: the configuration comes from the
 file and the ``SOKETI_*`` environment variables, over a ``.env`` file in the working
@@ -6,6 +6,8 @@ directory (see :mod:`soketi_impl.config`). A bad configuration, a TLS certificat
 key that cannot be loaded included, is reported on one line and the exit code is 2,
 before anything starts. SIGINT, SIGTERM and SIGHUP stop the server gracefully (every
 connection closed with 4200 over ``SOKETI_SHUTDOWN_GRACE_PERIOD``; exit code 0).
+With ``--workers N`` (or ``SOKETI_WORKERS``) above 1 this process supervises N
+workers on the one port (:mod:`soketi_impl.workers`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from soketi_impl._version import __version__
 from soketi_impl.config import Config, load_config, server_ssl_context
+from soketi_impl.config.values import workers_count
 from soketi_impl.errors import ConfigError
+from soketi_impl.workers import worker_role
 
 __all__ = ["check_mode", "main"]
 
@@ -48,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         default=None,
         help='soketi\'s JSON config file with dotted keys, e.g. {"port": 6001}',
+    )
+    start.add_argument(
+        "--workers",
+        metavar="N",
+        default=None,
+        help=(
+            "worker processes on the one port, behaving as one server (default 1, or "
+            "SOKETI_WORKERS); 0 or auto: one per CPU core"
+        ),
     )
     return parser
 
@@ -103,10 +117,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # Logging first, so the warnings of the loader (unknown variables ...) are shown.
     _configure_logging(None)
+    role = worker_role(os.environ)
     try:
         config = load_config(args.config)
+        if args.workers is not None:
+            config.workers = workers_count(args.workers, "--workers")
         server_ssl_context(config)  # the server builds it again; here to fail before starting
         mode_warning = check_mode(config)
+        if role is None and config.workers > 1 and config.mode == "worker":
+            raise ConfigError(
+                "SOKETI_WORKERS", "1 with SOKETI_MODE=worker (start several queue workers instead)",
+                config.workers,
+            )
     except ConfigError as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -119,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     server = importlib.import_module("soketi_impl.server")
 
     try:
-        return int(server.run(config))
+        if role is None and config.workers > 1:
+            supervisor = importlib.import_module("soketi_impl.workers")
+            worker_argv = ["start"] + (["--config", args.config] if args.config else [])
+            return int(supervisor.supervise(config, config.workers, worker_argv))
+        return int(server.run(config) if role is None else server.run(config, role))
     except KeyboardInterrupt:
         return 130

@@ -25,8 +25,10 @@ import logging
 import signal
 import ssl
 import sys
+from typing import TYPE_CHECKING
 
 from .adapters.base import Adapter
+from .adapters.local_ipc.wire import control
 from .config import Config, server_ssl_context
 from .errors import SoketiError
 from .hosts.picows import FrontDoor, FrontDoorOptions
@@ -34,9 +36,16 @@ from .pusher.server import new_socket_id
 from .router import Router
 from .service import Pusher
 
+if TYPE_CHECKING:
+    from .adapters.local_ipc import HubLink
+    from .workers import WorkerRole
+
 __all__ = ["Server", "run"]
 
 log = logging.getLogger("soketi_impl.server")
+
+#: what :func:`_until_signal` returns when a worker's hub connection ended (no signal)
+HUB_LOST = "hub lost"
 
 
 class Server:
@@ -45,6 +54,8 @@ class Server:
     Pass a :class:`~soketi_impl.config.Config` or a ready :class:`Pusher` (``pusher=``).
     TLS comes from the config's ``ssl_*`` settings, or from ``ssl_context``; a bad
     certificate or key raises :class:`~soketi_impl.errors.ConfigError` here.
+    ``reuse_port`` binds with ``SO_REUSEPORT``, so that several processes share the
+    port (the workers of ``soketi-impl start --workers N``, :mod:`soketi_impl.workers`).
     """
 
     def __init__(
@@ -55,6 +66,7 @@ class Server:
         adapter: Adapter | None = None,
         pusher: Pusher | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.service = pusher if pusher is not None else Pusher(config, router=router, adapter=adapter)
         self.config = self.service.config
@@ -67,6 +79,10 @@ class Server:
         )
         self.ssl_context = ssl_context if ssl_context is not None else server_ssl_context(self.config)
         self._server: asyncio.base_events.Server | None = None
+        #: listeners beyond the configured port (:meth:`listen_also`)
+        self._others: list[asyncio.base_events.Server] = []
+        #: bind with ``SO_REUSEPORT``: several processes share the port (``--workers``)
+        self.reuse_port = reuse_port
         self.stopped = asyncio.Event()
 
     @property
@@ -85,21 +101,30 @@ class Server:
 
         Raises :class:`~soketi_impl.errors.SoketiError` when the adapter cannot connect.
         """
-        loop = asyncio.get_running_loop()
         await self.service.start()
+        self._server = await self._listen(self.config.port, self.reuse_port)
+
+    async def _listen(self, port: int, reuse_port: bool) -> asyncio.base_events.Server:
         router, handle_http, options = self.router, self.service.handle_http, self.options
         check_head = self.service.check_http_head
-        self._server = await loop.create_server(
+        return await asyncio.get_running_loop().create_server(
             lambda: FrontDoor(router, handle_http, options, new_socket_id, check_head),
-            self.config.host, self.config.port, reuse_address=True, backlog=4096,
+            self.config.host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=4096,
             ssl=self.ssl_context,
             # a client that never finishes the TLS handshake gets no longer than one
             # that never sends its request head
             ssl_handshake_timeout=self.options.head_timeout if self.ssl_context else None,
         )
 
+    async def listen_also(self, port: int) -> None:
+        """Serve on ``port`` too (after :meth:`start`): the ``--workers`` tests give each
+        worker a port of its own besides the shared one (see :mod:`soketi_impl.workers`)."""
+        self._others.append(await self._listen(port, False))
+
     async def stop(self, grace_ms: int | None = None) -> None:
         """Stop accepting, close every connection with 4200 over the grace period, flush webhooks."""
+        for other in self._others:
+            other.close()
         if self._server is not None:
             self._server.close()
         await self.service.stop(grace_ms)
@@ -118,11 +143,13 @@ def _metrics_line(server: Server) -> str:
     return f"metrics server on http://{cfg.metrics_host}:{metrics.port} ({paths}){note}"
 
 
-async def _until_signal() -> str:
+async def _until_signal(stopping: asyncio.Event | None = None) -> str:
     """Wait for SIGINT, SIGTERM or SIGHUP (soketi stops gracefully on SIGHUP too: a
-    closed terminal, some supervisors); returns its name."""
+    closed terminal, some supervisors), or for ``stopping``; returns the signal's name
+    (:data:`HUB_LOST` when ``stopping`` was set without a signal)."""
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
+    if stopping is None:
+        stopping = asyncio.Event()
     received: list[str] = []
 
     def on_signal(sig: signal.Signals) -> None:
@@ -132,7 +159,7 @@ async def _until_signal() -> str:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal, sig)
     await stopping.wait()
-    return received[0]
+    return received[0] if received else HUB_LOST
 
 
 async def _serve_worker(config: Config) -> int:
@@ -197,18 +224,38 @@ def _tune_gc() -> None:
     gc.set_threshold(10_000, second, third)
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, role: WorkerRole | None = None) -> int:
     if config.mode == "worker":
         return await _serve_worker(config)
     from . import memdebug
 
     memdebug.install(asyncio.get_running_loop())  # SOKETI_IMPL_MEMDEBUG only
     _tune_gc()
-    server = Server(config)
-    # soketi always listens on its metrics port: probes expect /ready there.
-    server.service.serve_metrics_port = True
+    hub_lost = asyncio.Event()
+    link: HubLink | None = None
+    adapter: Adapter | None = None
+    if role is not None:
+        from .adapters.local_ipc import HubAdapter, HubLink
+
+        def lost() -> None:
+            log.error("worker %d: the connection to the supervisor's hub was lost: stopping", role.index)
+            hub_lost.set()
+
+        if config.adapter_driver == "local":
+            adapter = HubAdapter(role.hub_path, role.index, on_lost=lost)
+            link = adapter.link
+        else:  # a node of Redis or NATS: the hub only watches over this worker
+            link = HubLink(role.hub_path, role.index, on_lost=lost)
+    server = Server(config, adapter=adapter, reuse_port=role is not None)
+    # soketi always listens on its metrics port: probes expect /ready there. With
+    # workers only worker 0 does (its counters are its own).
+    server.service.serve_metrics_port = role is None or role.index == 0
     try:
+        if link is not None:
+            await link.connect()
         await server.start()
+        if role is not None and role.own_port is not None:
+            await server.listen_also(role.own_port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
         await server.service.stop(0)
@@ -232,25 +279,39 @@ async def _serve(config: Config) -> int:
             "(slower); install a wheel, or reinstall where a C compiler is found",
             "; ".join(f"{area}: {why}" for area, why in sorted(_speedups.FAILED.items())),
         )
-    log.info("soketi-impl %s, %s; %s", __version__, twins, _metrics_line(server))
+    who = "soketi-impl" if role is None else f"soketi-impl worker {role.index}"
+    if role is None or role.index == 0:
+        log.info("soketi-impl %s, %s; %s", __version__, twins, _metrics_line(server))
     apps = server.service.app_manager.describe()
     http = "https" if server.ssl_context is not None else "http"
     log.info(
-        "soketi-impl listening on %s://%s:%d/app/{key} and %s://%s:%d (apps: %s)",
-        server.scheme, config.host, server.port, http, config.host, server.port, apps,
+        "%s listening on %s://%s:%d/app/{key} and %s://%s:%d (apps: %s)",
+        who, server.scheme, config.host, server.port, http, config.host, server.port, apps,
     )
-    name = await _until_signal()
+    if link is not None:
+        link.send(control({"t": "ready"}))
+    name = await _until_signal(hub_lost)
     log.info(
         "%s: shutting down, closing connections over %d ms", name, config.shutdown_grace_period_ms
     )
     await server.stop()
+    if link is not None and adapter is None:
+        await link.close()
     log.info("stopped")
-    return 0
+    return 1 if name == HUB_LOST else 0
 
 
-def run(config: Config) -> int:
+def run(config: Config, role: WorkerRole | None = None) -> int:
     """Serve until SIGTERM, SIGINT or SIGHUP, on uvloop; returns the exit code (0 after a
-    clean stop, 1 when a port cannot be bound or the adapter cannot connect)."""
+    clean stop, 1 when a port cannot be bound or the adapter cannot connect).
+
+    ``role``: this process is a worker of ``soketi-impl start --workers N``
+    (:mod:`soketi_impl.workers`): it shares the port, uses the supervisor's hub and
+    stops (exit 1) if the hub connection is lost."""
+    if role is not None:
+        from .workers import die_with_parent
+
+        die_with_parent(role.supervisor_pid)
     if not config.debug:
         # picows logs every accepted connection at INFO, and every client's protocol
         # error at ERROR: a misbehaving client could flood the log. Our own debug lines
@@ -259,5 +320,5 @@ def run(config: Config) -> int:
     if sys.platform != "win32":
         import uvloop
 
-        return uvloop.run(_serve(config))
-    return asyncio.run(_serve(config))
+        return uvloop.run(_serve(config, role))
+    return asyncio.run(_serve(config, role))

@@ -197,6 +197,10 @@ class Config:
     #: ``full`` (serve and process the webhook queue), ``server`` (serve, enqueue only)
     #: or ``worker`` (process the queue only) (``SOKETI_MODE``)
     mode: str = "full"
+    #: worker processes serving the one port as one server (``SOKETI_WORKERS``,
+    #: ``workers``, ``soketi-impl start --workers N``; ours): 1 is one process, as
+    #: soketi; 0 or ``auto`` one per CPU core (see :mod:`soketi_impl.workers`)
+    workers: int = 1
     #: ``sync`` (webhooks wait in this process's memory) or ``redis`` (in Redis, durable;
     #: :mod:`soketi_impl.webhooks.queue`) (``SOKETI_QUEUE_DRIVER``)
     queue_driver: str = "sync"

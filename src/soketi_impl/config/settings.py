@@ -27,6 +27,7 @@ from .values import (
     optional_int,
     str_list,
     webhooks_list,
+    workers_count,
 )
 
 
@@ -44,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pathPrefix", "SOKETI_PATH_PREFIX", "path_prefix", Kind(as_path_prefix, text=True)),
     Setting("debug", "SOKETI_DEBUG", "debug", BOOL),
     Setting("mode", "SOKETI_MODE", "mode", Kind(choice("full", "server", "worker"), text=True)),
+    # ours: worker processes on the one port (soketi_impl.workers)
+    Setting("workers", "SOKETI_WORKERS", "workers", Kind(workers_count)),
     Setting("activityTimeout", "SOKETI_ACTIVITY_TIMEOUT", "activity_timeout", int_kind(1)),
     Setting("pongTimeout", "SOKETI_PONG_TIMEOUT", "pong_timeout", POSITIVE),
     Setting(

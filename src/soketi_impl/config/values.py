@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +122,22 @@ def optional_int(minimum: int) -> Coerce:
         return result
 
     return optional
+
+
+def cpu_count() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def workers_count(value: Any, label: str) -> int:
+    """A number of worker processes: an integer >= 1, or 0 / ``"auto"``: one per CPU core."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return cpu_count()
+    result: int = int_at_least(0, "an integer >= 0 or 'auto' (0 and auto: one per CPU core)")(value, label)
+    return result if result > 0 else cpu_count()
 
 
 def identifier(value: Any, label: str) -> str:
