@@ -9,7 +9,7 @@ watchlist online / offline across nodes. Real WebSocket clients, a real webhook
 receiver.
 
 Nodes get their adapter from :func:`cluster_env` (environment variables) and, for
-the in-process survivor of the SIGKILL test, :func:`cluster_adapter` (short
+the in-process survivor of the SIGKILL test, :func:`cluster_util.node_adapter` (short
 lease timings): the one place that names the adapter; every test runs once per
 driver of :data:`cluster_util.DRIVERS`, with a prefix of its own. With ``workers``
 the in-process nodes share a hub run by the test (:func:`cluster_util.node_adapter`)
@@ -34,7 +34,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from cluster_util import DRIVERS, cleanup, need, new_prefix, node_adapter, worker_env
 from cluster_util import cluster_env as driver_env
-from conftest import APP_KEY, APP_SECRET, base_env, run_server
+from conftest import APP_ID, APP_KEY, APP_SECRET, base_env, run_server
+from soketi_impl.adapters.base import USER
 from soketi_impl.config import load_config
 from soketi_impl.pusher import Observer
 from soketi_impl.server import Server
@@ -110,6 +111,19 @@ async def node(url: str, prefix: str, adapter: dict[str, float] | None = None, *
             yield server
         finally:
             await server.stop(0)
+
+
+async def user_total_reaches(server: Server, user_id: str, total: int) -> None:
+    """Wait until ``server``'s adapter counts ``total`` signed-in connections of ``user_id``.
+
+    A change that does not cross zero sends no client message, so there is no event to
+    await: the test reads the cluster total (the adapter's own read) until it is there.
+    """
+    async def reached() -> None:
+        while (await server.pusher.adapter.count_totals(APP_ID, USER, [user_id]))[0] != total:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(reached(), TIMEOUT)
 
 
 def told(server: Server) -> Told:
@@ -327,6 +341,9 @@ async def test_watchlist_online_and_offline_across_nodes(receiver: tuple[Receive
                     assert online["data"]["events"] == [{"name": "online", "user_ids": ["bob"]}]
                     async with Client.on(a.port) as bob_a:
                         await bob_a.signin({"id": "bob"})
+                        # both of bob's sign-ins reached the cluster's total before one leaves,
+                        # or the total would dip to 0 and back (offline, online) by design
+                        await user_total_reaches(a, "bob", 2)
                         await bob_b.ws.close()  # bob is still signed in on node a
                         await early.ws.close()
                         offline = await watcher.expect("pusher_internal:watchlist_events")
