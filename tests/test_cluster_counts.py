@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from cluster_util import DRIVERS, cleanup, need, new_prefix, node_adapter, worker_env
 from cluster_util import cluster_env as driver_env
 from conftest import APP_ID, APP_KEY, APP_SECRET, base_env, run_server
-from soketi_impl.adapters.base import USER
+from soketi_impl.adapters.base import CHANNEL, USER
 from soketi_impl.config import load_config
 from soketi_impl.pusher import Observer
 from soketi_impl.server import Server
@@ -113,14 +113,15 @@ async def node(url: str, prefix: str, adapter: dict[str, float] | None = None, *
             await server.stop(0)
 
 
-async def user_total_reaches(server: Server, user_id: str, total: int) -> None:
-    """Wait until ``server``'s adapter counts ``total`` signed-in connections of ``user_id``.
+async def total_reaches(server: Server, kind: str, name: str, total: int) -> None:
+    """Wait until ``server``'s adapter counts ``total`` for ``name`` (``kind``: CHANNEL or USER).
 
-    A change that does not cross zero sends no client message, so there is no event to
-    await: the test reads the cluster total (the adapter's own read) until it is there.
+    A node's count reaches the cluster after the client got its answer, and a change
+    that does not cross zero sends no client message, so there is no event to await:
+    the test reads the cluster total (the adapter's own read) until it is there.
     """
     async def reached() -> None:
-        while (await server.pusher.adapter.count_totals(APP_ID, USER, [user_id]))[0] != total:
+        while (await server.pusher.adapter.count_totals(APP_ID, kind, [name]))[0] != total:
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(reached(), TIMEOUT)
@@ -193,6 +194,9 @@ async def test_occupied_once_and_vacated_after_the_last_node_empties(
             await ca.subscribe("news")
             await told_a.wait_for(("channel_occupied", "news"))
             await cb.subscribe("news")
+            # node b's share reached the cluster before node a withdraws its own, or the
+            # total would fall to 0 in between (vacated, then occupied again: by design)
+            await total_reaches(a, CHANNEL, "news", 2)
             await ca.unsubscribe("news")  # node a is empty; node b still serves the channel
             # a marker after it on node a: its facts come after news' in Redis order
             await ca.subscribe("marker")
@@ -343,7 +347,7 @@ async def test_watchlist_online_and_offline_across_nodes(receiver: tuple[Receive
                         await bob_a.signin({"id": "bob"})
                         # both of bob's sign-ins reached the cluster's total before one leaves,
                         # or the total would dip to 0 and back (offline, online) by design
-                        await user_total_reaches(a, "bob", 2)
+                        await total_reaches(a, USER, "bob", 2)
                         await bob_b.ws.close()  # bob is still signed in on node a
                         await early.ws.close()
                         offline = await watcher.expect("pusher_internal:watchlist_events")
