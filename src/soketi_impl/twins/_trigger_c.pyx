@@ -1,0 +1,280 @@
+# cython: language_level=3, annotation_typing=False
+"""The signed trigger's path through the HTTP API, compiled twin of ``_trigger_py``.
+
+The same code as the pure twin (see its docstring), run without the interpreter:
+typed locals, C calls to the builtins, no frame per step.
+"""
+
+import hashlib
+import hmac
+
+import orjson
+
+from soketi_impl.http.errors import ApiError, echo, error_response
+from soketi_impl.http.query import parse_query, signed_query
+from soketi_impl.http.types import HttpResponse
+from soketi_impl.pusher.state import is_socket_id
+from soketi_impl.signing import API_MAX_SKEW_S, HmacSha256
+from soketi_impl.twins._protocol import ENCRYPTED, channel_kind, valid_channel_name
+
+__all__ = ["TRIGGER_INFO", "EventRequest", "TriggerPath", "parse_event", "parse_info"]
+
+cdef Py_ssize_t _MAX_STAMP_DIGITS = 12  # as signing.check_api_head
+cdef double _MAX_SKEW = API_MAX_SKEW_S
+cdef str _EVENTS_WHAT = "events (one per channel)"  # as events._take_events
+cdef object _compare = hmac.compare_digest
+cdef object _md5 = hashlib.md5
+cdef object _loads = orjson.loads
+cdef object _JSONDecodeError = orjson.JSONDecodeError
+cdef tuple _ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")  # as http.cors
+
+TRIGGER_INFO = frozenset({"subscription_count", "user_count"})
+cdef frozenset _TRIGGER_INFO = TRIGGER_INFO
+cdef frozenset _NO_INFO = frozenset()
+
+
+cdef class EventRequest:
+    """One validated event: where it goes, what it is, who is excluded, what to answer."""
+
+    cdef public object channels, name, data, socket_id, info
+
+    def __init__(self, channels, name, data, socket_id, info):
+        self.channels = channels
+        self.name = name
+        self.data = data
+        self.socket_id = socket_id
+        self.info = info
+
+    def __repr__(self):
+        return f"<EventRequest {self.name!r} on {self.channels!r}>"
+
+
+def parse_info(value, allowed, where=""):
+    """An ``info`` attribute list (``"a,b"``); 400 for an attribute not in ``allowed``."""
+    if value is None or value == "":
+        return frozenset()
+    if not isinstance(value, str):
+        raise ApiError(400, f"{where}info must be a comma-separated string.")
+    attrs = frozenset(a.strip() for a in value.split(",") if a.strip())
+    unknown = attrs - allowed
+    if unknown:
+        raise ApiError(
+            400,
+            f"{where}info: unknown attribute {echo(min(unknown))!r} "
+            f"(allowed: {', '.join(sorted(allowed))}).",
+        )
+    return attrs
+
+
+cdef list _channels(dict item, str where, bint batch):
+    if batch:
+        channel = item.get("channel")
+        if channel is None:
+            raise ApiError(400, f"{where}channel is required.")
+        return [channel]
+    channels = item.get("channels")
+    if channels is None:
+        channel = item.get("channel")
+        if channel is None:
+            raise ApiError(400, "channels (a list) or channel (a string) is required.")
+        return [channel]
+    if not isinstance(channels, list):
+        raise ApiError(400, "channels must be a list of channel names.")
+    return channels
+
+
+def parse_event(item, cfg, *, batch_index=None):
+    """Validate one event (the body of ``/events`` or one item of a batch) against the app's limits."""
+    cdef str where
+    cdef list channels
+    cdef dict fields
+    where = "" if batch_index is None else f"batch[{batch_index}]: "
+    if not isinstance(item, dict):
+        raise ApiError(400, f"{where}expected a JSON object.")
+    fields = item
+    name = fields.get("name")
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, f"{where}name must be a non-empty string.")
+    if len(name) > cfg.max_event_name_length:
+        raise ApiError(400, f"{where}event name longer than {cfg.max_event_name_length} characters.")
+    data = fields.get("data")
+    if not isinstance(data, str):
+        raise ApiError(400, f"{where}data must be a string (JSON-encode objects).")
+    limit = int(cfg.max_event_payload_in_kb * 1024)
+    # A str holds at most 4 bytes per character: measure only when it could be over.
+    if len(<str>data) * 4 > limit and len((<str>data).encode("utf-8", "surrogatepass")) > limit:
+        raise ApiError(413, f"{where}data is over the {cfg.max_event_payload_in_kb:g} KB limit.")
+    channels = _channels(fields, where, batch_index is not None)
+    if not channels:
+        raise ApiError(400, f"{where}channels must not be empty.")
+    if len(channels) > cfg.max_event_channels_at_once:
+        raise ApiError(400, f"{where}more than {cfg.max_event_channels_at_once} channels at once.")
+    max_len = cfg.max_channel_name_length
+    for ch in channels:
+        if not isinstance(ch, str):
+            raise ApiError(400, f"{where}channel names must be strings.")
+        if not valid_channel_name(ch, max_len):
+            raise ApiError(
+                400,
+                f"{where}invalid channel name {echo(ch)!r} "
+                f"(allowed: A-Z a-z 0-9 _-=@,.; up to {max_len} characters).",
+            )
+    if len(channels) > 1:
+        # Pusher's rule: the SDKs encrypt per channel, so one payload cannot go to two.
+        if any(channel_kind(ch) == ENCRYPTED for ch in channels):
+            raise ApiError(400, f"{where}an encrypted channel cannot be triggered with other channels.")
+        if len(set(channels)) != len(channels):
+            channels = list(dict.fromkeys(channels))
+    socket_id = fields.get("socket_id")
+    if socket_id is not None and not is_socket_id(socket_id):
+        raise ApiError(400, f"{where}socket_id must be a string like '123.456'.")
+    info = fields.get("info")
+    info = _NO_INFO if info is None else parse_info(info, _TRIGGER_INFO, where)
+    return EventRequest(channels, name, data, socket_id, info)
+
+
+cdef class TriggerPath:
+    """The fast path of one :class:`~soketi_impl.http.api.HttpApi` (see the pure twin)."""
+
+    cdef public object api, apps, pusher, handler, trigger
+    cdef object _request_of
+    cdef dict _params_of
+
+    def __init__(self, api):
+        from soketi_impl.http.events import trigger  # (that module imports this one)
+        from soketi_impl.pusher.api import InProcessApi
+
+        self.api = api
+        self.pusher = api.pusher
+        self.apps = api.pusher.apps
+        self.handler = trigger
+        self.trigger = InProcessApi.trigger
+        self._request_of = None
+        self._params_of = None
+
+    cdef object _app(self, request):
+        if request.method != "POST":
+            return None
+        api = self.api
+        if api._routed_by is not api.routes:
+            return None
+        routed = (<dict>api._routed).get(("POST", request.path))
+        if routed is None or (<tuple>routed)[0] is not self.handler:
+            return None
+        if self.pusher.app_manager is not None:
+            return None
+        return (<dict>self.apps).get((<dict>(<tuple>routed)[1]).get("app_id"))
+
+    cdef dict _params(self, request, cfg):
+        cdef dict params
+        cdef str stamp
+        try:
+            params = parse_query(request.query)
+        except UnicodeDecodeError:
+            return None
+        if params.get("auth_key") != cfg.key or not params.get("auth_signature"):
+            return None
+        version = params.get("auth_version")
+        if version is not None and version != "1.0":
+            return None
+        stamp = params.get("auth_timestamp")
+        if not stamp or len(stamp) > _MAX_STAMP_DIGITS or not stamp.isascii() or not stamp.isdigit():
+            return None
+        if abs(<double>self.api.clock() - int(stamp)) > _MAX_SKEW:
+            return None
+        if params.get("body_md5") is None:
+            return None
+        return params
+
+    def head(self, request):
+        """True when ``request`` is a trigger whose head the general ``check_head`` accepts."""
+        app = self._app(request)
+        if app is None:
+            return False
+        params = self._params(request, app.config)
+        if params is None:
+            return False
+        self._request_of = request
+        self._params_of = params
+        return True
+
+    def handle(self, request):
+        """The answer to ``request`` when it is a trigger of the common case; None: nothing was done."""
+        cdef dict params, macs, item
+        cdef str query, path
+        cdef bint checked = self._request_of is request
+        params = self._params_of
+        self._request_of = None
+        self._params_of = None
+        body = request.body
+        if not body:
+            return None
+        app = self._app(request)
+        if app is None:
+            return None
+        cfg = app.config
+        if not cfg.enabled:
+            return None
+        if not checked:
+            params = self._params(request, cfg)
+        if params is None:
+            return None
+        # body_md5, then the signature (signing.check_api_signature)
+        if not _compare((<str>params["body_md5"]).encode("utf-8", "surrogatepass"), _md5(body).hexdigest().encode()):
+            return None
+        try:
+            given = bytes.fromhex(params["auth_signature"])
+        except ValueError:
+            return None
+        api = self.api
+        macs = api._macs
+        secret = cfg.secret
+        mac = macs.get(secret)
+        if mac is None:
+            mac = macs[secret] = HmacSha256(secret.encode())
+        query = signed_query(request.query)
+        if query is None:
+            query = "&".join([f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature"])
+        for path in (<tuple>(<dict>api._routed)[("POST", request.path)])[2]:
+            if _compare(mac.digest(f"POST\n{path}\n{query}".encode("utf-8", "surrogatepass")), given):
+                break
+        else:
+            return None
+        pusher = self.pusher
+        if "trigger" in pusher.__dict__ or type(pusher).trigger is not self.trigger:
+            return None
+        try:
+            loaded = _loads(body)
+        except _JSONDecodeError:
+            return None
+        if type(loaded) is not dict:
+            return None
+        item = loaded
+        if item.get("info") is not None:
+            return None
+        api._checked = None  # (a head check_head kept is not this request's)
+        # From here on, what the general path's handler does, refusals included.
+        try:
+            event = <EventRequest>parse_event(item, cfg)
+            limit = cfg.max_backend_events_per_second
+            if limit >= 0:
+                api.rates.take(cfg.id, _EVENTS_WHAT, len(event.channels), limit)
+        except ApiError as exc:
+            return api._finish(request, app, error_response(exc))
+        name = event.name
+        data = event.data
+        socket_id = event.socket_id
+        publish = pusher.publish
+        for channel in event.channels:
+            publish(app, channel, name, data, socket_id)
+        # api._finish, for the 200 "{}"
+        stats = app.stats
+        stats.http_calls += 1
+        stats.http_bytes_received += len(body)
+        stats.http_bytes_sent += 2
+        response = HttpResponse(200, b"{}")
+        cors = api.cors
+        if cors._any:
+            response.headers.append(_ANY_ORIGIN)
+            return response
+        return cors.decorate(request, response)
