@@ -87,8 +87,8 @@ class Server:
         """
         loop = asyncio.get_running_loop()
         await self.service.start()
-        router, handle_http, options = self.router, self.service.handle_http, self.options
-        check_head = self.service.check_http_head
+        router, options = self.router, self.options
+        handle_http, check_head = self.service.http_entry_points()
         self._server = await loop.create_server(
             lambda: FrontDoor(router, handle_http, options, new_socket_id, check_head),
             self.config.host, self.config.port, reuse_address=True, backlog=4096,

@@ -8,16 +8,20 @@ typed locals, C calls to the builtins, no frame per step.
 import hashlib
 import hmac
 
+from libc.string cimport memchr, memcmp
+
 import orjson
 
 from soketi_impl.http.errors import ApiError, echo, error_response
-from soketi_impl.http.query import parse_query, signed_query
 from soketi_impl.http.types import HttpResponse
 from soketi_impl.pusher.state import is_socket_id
 from soketi_impl.signing import API_MAX_SKEW_S, HmacSha256
 from soketi_impl.twins._protocol import ENCRYPTED, channel_kind, valid_channel_name
 
-__all__ = ["TRIGGER_INFO", "EventRequest", "TriggerPath", "parse_event", "parse_info"]
+__all__ = ["TRIGGER_INFO", "EventRequest", "TriggerPath", "parse_event", "parse_info", "sdk_query"]
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
 
 cdef Py_ssize_t _MAX_STAMP_DIGITS = 12  # as signing.check_api_head
 cdef double _MAX_SKEW = API_MAX_SKEW_S
@@ -133,12 +137,84 @@ def parse_event(item, cfg, *, batch_index=None):
     return EventRequest(channels, name, data, socket_id, info)
 
 
+cdef inline bint _is(const char* s, Py_ssize_t start, Py_ssize_t klen, const char* key, Py_ssize_t n):
+    return klen == n and memcmp(s + start, key, n) == 0
+
+
+cpdef tuple sdk_query(str query):
+    """A query in the signed form the SDKs send, read in one pass; None for any other.
+
+    ``(signed, auth_key, auth_signature, auth_timestamp, auth_version, body_md5)``
+    (see the pure twin): the checks of ``_query_c.signed_query``, the values sliced
+    from the string as they are found.
+    """
+    cdef Py_ssize_t n, i, start, eq, prev_start = 0, prev_len = 0, klen, m
+    cdef Py_ssize_t sig_start = -1, sig_end = -1, parts = 0
+    cdef const char* s
+    cdef char c
+    cdef int cmp
+    cdef object key = None, signature = None, stamp = None, version = None, md5 = None
+    if not query.isascii():
+        return None
+    s = PyUnicode_AsUTF8AndSize(query, &n)
+    if memchr(s, b"%", n) != NULL:
+        return None
+    start = 0
+    while start <= n:  # one part per "&" (an empty query is one empty part)
+        i = start
+        eq = -1
+        while i < n and s[i] != b"&":
+            if eq < 0:
+                c = s[i]
+                if c == b"=":
+                    eq = i
+                elif not (b"a" <= c <= b"z" or b"0" <= c <= b"9" or c == b"_"):
+                    return None
+            i += 1
+        klen = eq - start
+        if eq < 0 or klen == 0:
+            return None
+        parts += 1
+        if _is(s, start, klen, b"auth_signature", 14):
+            if sig_start >= 0:
+                return None
+            sig_start = start
+            sig_end = i
+            signature = query[eq + 1:i]
+        else:
+            if prev_len:
+                m = klen if klen < prev_len else prev_len
+                cmp = memcmp(s + start, s + prev_start, m)
+                if cmp < 0 or (cmp == 0 and klen <= prev_len):
+                    return None
+            prev_start = start
+            prev_len = klen
+            if _is(s, start, klen, b"auth_key", 8):
+                key = query[eq + 1:i]
+            elif _is(s, start, klen, b"auth_timestamp", 14):
+                stamp = query[eq + 1:i]
+            elif _is(s, start, klen, b"auth_version", 12):
+                version = query[eq + 1:i]
+            elif _is(s, start, klen, b"body_md5", 8):
+                md5 = query[eq + 1:i]
+        start = i + 1
+    if sig_start < 0 or parts < 2:
+        return None
+    if sig_end == n:  # last (the Node SDK)
+        signed = query[:sig_start - 1]
+    elif sig_start == 0:
+        signed = query[sig_end + 1:]
+    else:
+        signed = query[:sig_start] + query[sig_end + 1:]  # in its sorted place (the Python SDK)
+    return (signed, key, signature, stamp, version, md5)
+
+
 cdef class TriggerPath:
     """The fast path of one :class:`~soketi_impl.http.api.HttpApi` (see the pure twin)."""
 
-    cdef public object api, apps, pusher, handler, trigger
-    cdef object _request_of
-    cdef dict _params_of
+    cdef public object api, apps, pusher, handler, trigger, general_handle, general_check
+    cdef object _request_of, _app_of, _declined
+    cdef tuple _params_of
 
     def __init__(self, api):
         from soketi_impl.http.events import trigger  # (that module imports this one)
@@ -150,7 +226,25 @@ cdef class TriggerPath:
         self.handler = trigger
         self.trigger = InProcessApi.trigger
         self._request_of = None
+        self._app_of = None
         self._params_of = None
+        self._declined = None
+        self.general_handle = api.handle
+        self.general_check = api.check_head
+
+    def handle_http(self, request):
+        """A host's HTTP handler: :meth:`handle`, else ``general_handle``."""
+        answer = self.handle(request)
+        if answer is not None:
+            return answer
+        self._declined = request
+        return self.general_handle(request)
+
+    def check_http_head(self, request):
+        """A host's head check: None for a trigger :meth:`head` accepts, else ``general_check``."""
+        if self.head(request):
+            return None
+        return self.general_check(request)
 
     cdef object _app(self, request):
         if request.method != "POST":
@@ -165,26 +259,23 @@ cdef class TriggerPath:
             return None
         return (<dict>self.apps).get((<dict>(<tuple>routed)[1]).get("app_id"))
 
-    cdef dict _params(self, request, cfg):
-        cdef dict params
+    cdef tuple _params(self, request, cfg):
+        cdef tuple found = sdk_query(request.query)
         cdef str stamp
-        try:
-            params = parse_query(request.query)
-        except UnicodeDecodeError:
+        if found is None:
             return None
-        if params.get("auth_key") != cfg.key or not params.get("auth_signature"):
+        signed, key, signature, stamp, version, md5 = found
+        if key != cfg.key or not signature:
             return None
-        version = params.get("auth_version")
         if version is not None and version != "1.0":
             return None
-        stamp = params.get("auth_timestamp")
         if not stamp or len(stamp) > _MAX_STAMP_DIGITS or not stamp.isascii() or not stamp.isdigit():
             return None
         if abs(<double>self.api.clock() - int(stamp)) > _MAX_SKEW:
             return None
-        if params.get("body_md5") is None:
+        if md5 is None:
             return None
-        return params
+        return (signed, signature, md5)
 
     def head(self, request):
         """True when ``request`` is a trigger whose head the general ``check_head`` accepts."""
@@ -195,23 +286,32 @@ cdef class TriggerPath:
         if params is None:
             return False
         self._request_of = request
+        self._app_of = app
         self._params_of = params
         return True
 
     def handle(self, request):
         """The answer to ``request`` when it is a trigger of the common case; None: nothing was done."""
-        cdef dict params, macs, item
-        cdef str query, path
-        cdef bint checked = self._request_of is request
+        cdef dict macs, item
+        cdef tuple params
+        cdef str query, path, signature, md5
+        cdef bint checked
+        if self._declined is request:
+            self._declined = None
+            return None
+        checked = self._request_of is request
+        app = self._app_of
         params = self._params_of
         self._request_of = None
+        self._app_of = None
         self._params_of = None
         body = request.body
         if not body:
             return None
-        app = self._app(request)
-        if app is None:
-            return None
+        if not checked:
+            app = self._app(request)
+            if app is None:
+                return None
         cfg = app.config
         if not cfg.enabled:
             return None
@@ -219,11 +319,12 @@ cdef class TriggerPath:
             params = self._params(request, cfg)
         if params is None:
             return None
+        query, signature, md5 = params
         # body_md5, then the signature (signing.check_api_signature)
-        if not _compare((<str>params["body_md5"]).encode("utf-8", "surrogatepass"), _md5(body).hexdigest().encode()):
+        if not _compare(md5.encode("utf-8", "surrogatepass"), _md5(body).hexdigest().encode()):
             return None
         try:
-            given = bytes.fromhex(params["auth_signature"])
+            given = bytes.fromhex(signature)
         except ValueError:
             return None
         api = self.api
@@ -232,9 +333,6 @@ cdef class TriggerPath:
         mac = macs.get(secret)
         if mac is None:
             mac = macs[secret] = HmacSha256(secret.encode())
-        query = signed_query(request.query)
-        if query is None:
-            query = "&".join([f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature"])
         for path in (<tuple>(<dict>api._routed)[("POST", request.path)])[2]:
             if _compare(mac.digest(f"POST\n{path}\n{query}".encode("utf-8", "surrogatepass")), given):
                 break

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..config import AppConfig
     from ..http.api import HttpApi
 
-__all__ = ["TRIGGER_INFO", "EventRequest", "TriggerPath", "parse_event", "parse_info"]
+__all__ = ["TRIGGER_INFO", "EventRequest", "TriggerPath", "parse_event", "parse_info", "sdk_query"]
 
 _MAX_STAMP_DIGITS = 12  # as signing.check_api_head
 _EVENTS_WHAT = "events (one per channel)"  # as events._take_events
@@ -150,10 +150,32 @@ def parse_event(item: Any, cfg: AppConfig, *, batch_index: int | None = None) ->
     return EventRequest(channels, name, data, socket_id, info)
 
 
+def sdk_query(query: str) -> tuple[str, str | None, str | None, str | None, str | None, str | None] | None:
+    """A query in the signed form the SDKs send, read in one pass; None for any other.
+
+    ``(signed, auth_key, auth_signature, auth_timestamp, auth_version, body_md5)``: the
+    text :func:`~soketi_impl.http.query.signed_query` answers, then the values
+    :func:`~soketi_impl.http.query.parse_query`'s dict has (None where absent). None
+    when ``signed_query`` is None.
+    """
+    signed = signed_query(query)
+    if signed is None:
+        return None
+    params = parse_query(query)
+    get = params.get
+    return (
+        signed, get("auth_key"), get("auth_signature"), get("auth_timestamp"), get("auth_version"),
+        get("body_md5"),
+    )
+
+
 class TriggerPath:
     """The fast path of one :class:`~soketi_impl.http.api.HttpApi` (see the module docstring)."""
 
-    __slots__ = ("_params_of", "_request_of", "api", "apps", "handler", "pusher", "trigger")
+    __slots__ = (
+        "_app_of", "_declined", "_params_of", "_request_of", "api", "apps", "general_check",
+        "general_handle", "handler", "pusher", "trigger",
+    )
 
     def __init__(self, api: HttpApi) -> None:
         from ..http.events import trigger  # (that module imports this one)
@@ -168,7 +190,29 @@ class TriggerPath:
         # The last head :meth:`head` accepted, so :meth:`handle` does not parse it again
         # (one entry: a host checks a head, reads its body, then calls handle).
         self._request_of: HttpRequest | None = None
-        self._params_of: dict[str, str] | None = None
+        self._app_of: Any = None
+        self._params_of: tuple[str, str, str] | None = None
+        # handle_http's request that handle declined: the general path it goes to
+        # through the API's own handle is not tried again.
+        self._declined: HttpRequest | None = None
+        #: What :meth:`handle_http` and :meth:`check_http_head` fall back to (the
+        #: service sets its own, see :meth:`soketi_impl.service.Pusher.http_entry_points`).
+        self.general_handle: Any = api.handle
+        self.general_check: Any = api.check_head
+
+    def handle_http(self, request: HttpRequest) -> Any:
+        """A host's HTTP handler: :meth:`handle`, else ``general_handle``."""
+        answer = self.handle(request)
+        if answer is not None:
+            return answer
+        self._declined = request
+        return self.general_handle(request)
+
+    def check_http_head(self, request: HttpRequest) -> HttpResponse | None:
+        """A host's head check: None for a trigger :meth:`head` accepts, else ``general_check``."""
+        if self.head(request):
+            return None
+        return self.general_check(request)
 
     def _app(self, request: HttpRequest) -> Any:
         """The request's app, when it is a trigger to an app in memory; else None."""
@@ -184,26 +228,25 @@ class TriggerPath:
             return None
         return self.apps.get(routed[1].get("app_id"))
 
-    def _params(self, request: HttpRequest, cfg: AppConfig) -> dict[str, str] | None:
-        """The query's parameters when :func:`~soketi_impl.signing.check_api_head` accepts
-        them for a request with a body; else None."""
-        try:
-            params = parse_query(request.query)
-        except UnicodeDecodeError:
+    def _params(self, request: HttpRequest, cfg: AppConfig) -> tuple[str, str, str] | None:
+        """``(signed query, auth_signature, body_md5)`` when the query is in the SDKs' form
+        (:func:`sdk_query`) and :func:`~soketi_impl.signing.check_api_head` accepts it for
+        a request with a body; else None."""
+        found = sdk_query(request.query)
+        if found is None:
             return None
-        if params.get("auth_key") != cfg.key or not params.get("auth_signature"):
+        signed, key, signature, stamp, version, md5 = found
+        if key != cfg.key or not signature:
             return None
-        version = params.get("auth_version")
         if version is not None and version != "1.0":
             return None
-        stamp = params.get("auth_timestamp")
         if not stamp or len(stamp) > _MAX_STAMP_DIGITS or not stamp.isascii() or not stamp.isdigit():
             return None
         if abs(self.api.clock() - int(stamp)) > API_MAX_SKEW_S:
             return None
-        if params.get("body_md5") is None:
+        if md5 is None:
             return None
-        return params
+        return signed, signature, md5
 
     def head(self, request: HttpRequest) -> bool:
         """True when ``request`` is a trigger whose head the general ``check_head`` accepts.
@@ -217,20 +260,25 @@ class TriggerPath:
         if params is None:
             return False
         self._request_of = request
+        self._app_of = app
         self._params_of = params
         return True
 
     def handle(self, request: HttpRequest) -> HttpResponse | None:
         """The answer to ``request`` when it is a trigger of the common case; None: nothing was done."""
+        if self._declined is request:
+            self._declined = None
+            return None
         checked = self._request_of is request
-        params = self._params_of
-        self._request_of = self._params_of = None
+        app, params = self._app_of, self._params_of
+        self._request_of = self._app_of = self._params_of = None
         body = request.body
         if not body:
             return None
-        app = self._app(request)
-        if app is None:
-            return None
+        if not checked:
+            app = self._app(request)
+            if app is None:
+                return None
         cfg = app.config
         if not cfg.enabled:
             return None
@@ -238,20 +286,18 @@ class TriggerPath:
             params = self._params(request, cfg)
         if params is None:
             return None
+        query, signature, md5 = params
         # body_md5, then the signature (signing.check_api_signature)
-        if not _compare(params["body_md5"].encode("utf-8", "surrogatepass"), _md5(body).hexdigest().encode()):
+        if not _compare(md5.encode("utf-8", "surrogatepass"), _md5(body).hexdigest().encode()):
             return None
         try:
-            given = bytes.fromhex(params["auth_signature"])
+            given = bytes.fromhex(signature)
         except ValueError:
             return None
         api = self.api
         mac = api._macs.get(cfg.secret)
         if mac is None:
             mac = api._macs[cfg.secret] = HmacSha256(cfg.secret.encode())
-        query = signed_query(request.query)
-        if query is None:
-            query = "&".join([f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature"])
         for path in api._routed[("POST", request.path)][2]:
             if _compare(mac.digest(f"POST\n{path}\n{query}".encode("utf-8", "surrogatepass")), given):
                 break
