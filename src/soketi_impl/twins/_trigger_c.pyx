@@ -16,7 +16,7 @@ from soketi_impl.http.errors import ApiError, echo, error_response
 from soketi_impl.http.types import HttpResponse
 from soketi_impl.pusher.state import is_socket_id
 from soketi_impl.signing import API_MAX_SKEW_S, HmacSha256
-from soketi_impl.twins._protocol import ENCRYPTED, channel_kind, valid_channel_name
+from soketi_impl.twins._protocol import ENCRYPTED, channel_kind, encode_event, is_cache_channel, valid_channel_name
 
 __all__ = ["TRIGGER_INFO", "EventRequest", "TriggerPath", "parse_event", "parse_info", "sdk_query"]
 
@@ -31,6 +31,7 @@ cdef object _md5 = hashlib.md5
 cdef object _loads = orjson.loads
 cdef object _JSONDecodeError = orjson.JSONDecodeError
 cdef tuple _ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")  # as http.cors
+cdef object _new_response = HttpResponse.__new__
 
 TRIGGER_INFO = frozenset({"subscription_count", "user_count"})
 cdef frozenset _TRIGGER_INFO = TRIGGER_INFO
@@ -212,25 +213,54 @@ cpdef tuple sdk_query(str query):
 cdef class TriggerPath:
     """The fast path of one :class:`~soketi_impl.http.api.HttpApi` (see the pure twin)."""
 
-    cdef public object api, apps, pusher, handler, trigger, general_handle, general_check
+    cdef public object api, apps, pusher, handler, trigger, general_handle, general_check, local
+    cdef public bint inline
     cdef object _request_of, _app_of, _declined
     cdef tuple _params_of
 
     def __init__(self, api):
         from soketi_impl.http.events import trigger  # (that module imports this one)
+        from soketi_impl.adapters.base import LocalAdapter
         from soketi_impl.pusher.api import InProcessApi
+        from soketi_impl.pusher.host import AdapterCallbacks
 
         self.api = api
         self.pusher = api.pusher
         self.apps = api.pusher.apps
         self.handler = trigger
         self.trigger = InProcessApi.trigger
+        core = type(api.pusher)
+        self.inline = (
+            core.publish is InProcessApi.publish
+            and core.deliver_and_publish is AdapterCallbacks.deliver_and_publish
+            and core._deliver is AdapterCallbacks._deliver
+        )
+        self.local = LocalAdapter
         self._request_of = None
         self._app_of = None
         self._params_of = None
         self._declined = None
         self.general_handle = api.handle
         self.general_check = api.check_head
+
+    cdef _publish(self, app, str channel, name, data, socket_id):
+        """``pusher.publish(...)``, inlined when it is the core's own and the channel keeps no cache."""
+        pusher = self.pusher
+        if not self.inline or is_cache_channel(channel) or "publish" in pusher.__dict__:
+            pusher.publish(app, channel, name, data, socket_id)
+            return
+        payload = encode_event(name, channel, data)
+        exclude = None
+        if socket_id:
+            sock = app.sockets.get(socket_id)
+            if sock is not None:
+                exclude = sock.sink
+        app.table.broadcast(channel, payload, exclude)
+        adapter = pusher.adapter
+        if type(adapter) is not self.local:  # (the local adapter has nothing to carry)
+            adapter.publish(app.config.id, channel, payload, socket_id, False)
+        if pusher.observers:
+            pusher.observers.tell("published", app.config, channel, name, len(payload))
 
     def handle_http(self, request):
         """A host's HTTP handler: :meth:`handle`, else ``general_handle``."""
@@ -321,7 +351,7 @@ cdef class TriggerPath:
             return None
         query, signature, md5 = params
         # body_md5, then the signature (signing.check_api_signature)
-        if not _compare(md5.encode("utf-8", "surrogatepass"), _md5(body).hexdigest().encode()):
+        if not _compare(md5, _md5(body).hexdigest()):  # (both ASCII: sdk_query read them)
             return None
         try:
             given = bytes.fromhex(signature)
@@ -333,8 +363,15 @@ cdef class TriggerPath:
         mac = macs.get(secret)
         if mac is None:
             mac = macs[secret] = HmacSha256(secret.encode())
+        inner_key = mac._inner
+        outer_key = mac._outer
         for path in (<tuple>(<dict>api._routed)[("POST", request.path)])[2]:
-            if _compare(mac.digest(f"POST\n{path}\n{query}".encode("utf-8", "surrogatepass")), given):
+            # HmacSha256.digest, inlined
+            inner = inner_key.copy()
+            inner.update(f"POST\n{path}\n{query}".encode("utf-8", "surrogatepass"))
+            outer = outer_key.copy()
+            outer.update(inner.digest())
+            if _compare(outer.digest(), given):
                 break
         else:
             return None
@@ -362,15 +399,19 @@ cdef class TriggerPath:
         name = event.name
         data = event.data
         socket_id = event.socket_id
-        publish = pusher.publish
         for channel in event.channels:
-            publish(app, channel, name, data, socket_id)
+            self._publish(app, channel, name, data, socket_id)
         # api._finish, for the 200 "{}"
         stats = app.stats
         stats.http_calls += 1
         stats.http_bytes_received += len(body)
         stats.http_bytes_sent += 2
-        response = HttpResponse(200, b"{}")
+        # HttpResponse(200, b"{}"), its fields set here (the dataclass's __init__ is Python)
+        response = _new_response(HttpResponse)
+        response.status = 200
+        response.body = b"{}"
+        response.content_type = "application/json"
+        response.headers = []
         cors = api.cors
         if cors._any:
             response.headers.append(_ANY_ORIGIN)

@@ -29,7 +29,7 @@ from ..http.query import parse_query, signed_query
 from ..http.types import HttpRequest, HttpResponse
 from ..pusher.state import is_socket_id
 from ..signing import API_MAX_SKEW_S, HmacSha256
-from ._protocol import ENCRYPTED, channel_kind, valid_channel_name
+from ._protocol import ENCRYPTED, channel_kind, encode_event, is_cache_channel, valid_channel_name
 
 if TYPE_CHECKING:
     from ..config import AppConfig
@@ -174,12 +174,14 @@ class TriggerPath:
 
     __slots__ = (
         "_app_of", "_declined", "_params_of", "_request_of", "api", "apps", "general_check",
-        "general_handle", "handler", "pusher", "trigger",
+        "general_handle", "handler", "inline", "local", "pusher", "trigger",
     )
 
     def __init__(self, api: HttpApi) -> None:
         from ..http.events import trigger  # (that module imports this one)
+        from ..adapters.base import LocalAdapter
         from ..pusher.api import InProcessApi
+        from ..pusher.host import AdapterCallbacks
 
         self.api = api
         self.pusher = api.pusher
@@ -187,6 +189,15 @@ class TriggerPath:
         self.handler = trigger
         # The core's own trigger (a test or an embedding app may replace it on the object).
         self.trigger = InProcessApi.trigger
+        # The core's publish, deliver_and_publish and _deliver are its classes' own: a
+        # publish to a channel without cache is done here (see _publish).
+        core = type(api.pusher)
+        self.inline = (
+            core.publish is InProcessApi.publish
+            and core.deliver_and_publish is AdapterCallbacks.deliver_and_publish
+            and core._deliver is AdapterCallbacks._deliver
+        )
+        self.local = LocalAdapter
         # The last head :meth:`head` accepted, so :meth:`handle` does not parse it again
         # (one entry: a host checks a head, reads its body, then calls handle).
         self._request_of: HttpRequest | None = None
@@ -199,6 +210,27 @@ class TriggerPath:
         #: service sets its own, see :meth:`soketi_impl.service.Pusher.http_entry_points`).
         self.general_handle: Any = api.handle
         self.general_check: Any = api.check_head
+
+    def _publish(self, app: Any, channel: str, name: str, data: str, socket_id: str | None) -> None:
+        """``pusher.publish(app, channel, name, data, socket_id)``, inlined when it is the core's own
+        (InProcessApi.publish, AdapterCallbacks.deliver_and_publish and _deliver) and the
+        channel keeps no cache."""
+        pusher = self.pusher
+        if not self.inline or is_cache_channel(channel) or "publish" in pusher.__dict__:
+            pusher.publish(app, channel, name, data, socket_id)
+            return
+        payload = encode_event(name, channel, data)
+        exclude = None
+        if socket_id:
+            sock = app.sockets.get(socket_id)
+            if sock is not None:
+                exclude = sock.sink
+        app.table.broadcast(channel, payload, exclude)
+        adapter = pusher.adapter
+        if type(adapter) is not self.local:  # (the local adapter has nothing to carry)
+            adapter.publish(app.config.id, channel, payload, socket_id, False)
+        if pusher.observers:
+            pusher.observers.tell("published", app.config, channel, name, len(payload))
 
     def handle_http(self, request: HttpRequest) -> Any:
         """A host's HTTP handler: :meth:`handle`, else ``general_handle``."""
@@ -288,7 +320,7 @@ class TriggerPath:
             return None
         query, signature, md5 = params
         # body_md5, then the signature (signing.check_api_signature)
-        if not _compare(md5.encode("utf-8", "surrogatepass"), _md5(body).hexdigest().encode()):
+        if not _compare(md5, _md5(body).hexdigest()):  # (both ASCII: sdk_query read them)
             return None
         try:
             given = bytes.fromhex(signature)
@@ -323,7 +355,7 @@ class TriggerPath:
             return api._finish(request, app, error_response(exc))
         name, data, socket_id = event.name, event.data, event.socket_id
         for channel in event.channels:
-            pusher.publish(app, channel, name, data, socket_id)
+            self._publish(app, channel, name, data, socket_id)
         # api._finish, for the 200 "{}"
         stats = app.stats
         stats.http_calls += 1
