@@ -70,6 +70,30 @@ def test_sdk_query_compiled_answers_as_the_pure_one(query: str) -> None:
     assert _trigger_c.sdk_query(query) == _trigger_py.sdk_query(query)
 
 
+# ---------------------------------------------------------------- the hashes
+
+
+@needs_c
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=300), st.one_of(st.binary(max_size=8), st.binary(min_size=60, max_size=140)))
+def test_hashes_compiled_answer_as_hashlib(data: bytes, key: bytes) -> None:
+    # sizes around the block (64) and padding (56) boundaries come up often in 0..300
+    assert _trigger_c is not None
+    assert _trigger_c.md5_hex(data) == _trigger_py.md5_hex(data) == hashlib.md5(data).hexdigest()
+    assert _trigger_c.hmac_sha256(key, data) == _trigger_py.hmac_sha256(key, data)
+
+
+@needs_c
+@pytest.mark.parametrize("n", [0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 1000])
+def test_hashes_at_the_block_boundaries(n: int) -> None:
+    assert _trigger_c is not None
+    data = bytes(range(256)) * 4
+    data = data[:n]
+    assert _trigger_c.md5_hex(data) == hashlib.md5(data).hexdigest()
+    for key in (b"", b"k" * 64, b"k" * 65):
+        assert _trigger_c.hmac_sha256(key, data) == _trigger_py.hmac_sha256(key, data)
+
+
 # ---------------------------------------------------------------- parse_event
 
 _text = st.one_of(

@@ -6,28 +6,33 @@ typed locals, C calls to the builtins, no frame per step.
 """
 
 import hashlib
-import hmac
 
-from libc.string cimport memchr, memcmp
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memchr, memcmp, memcpy, memset
 
 import orjson
 
 from soketi_impl.http.errors import ApiError, echo, error_response
 from soketi_impl.http.types import HttpResponse
 from soketi_impl.pusher.state import is_socket_id
-from soketi_impl.signing import API_MAX_SKEW_S, HmacSha256
+from soketi_impl.signing import API_MAX_SKEW_S
 from soketi_impl.twins._protocol import ENCRYPTED, channel_kind, encode_event, is_cache_channel, valid_channel_name
 
-__all__ = ["TRIGGER_INFO", "EventRequest", "TriggerPath", "parse_event", "parse_info", "sdk_query"]
+__all__ = [
+    "TRIGGER_INFO", "EventRequest", "TriggerPath", "hmac_sha256", "md5_hex", "parse_event", "parse_info",
+    "sdk_query",
+]
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
+    char* PyBytes_AS_STRING(object o)
+    Py_ssize_t PyBytes_GET_SIZE(object o)
+    object PyBytes_FromStringAndSize(const char* v, Py_ssize_t n)
+    object PyUnicode_FromStringAndSize(const char* v, Py_ssize_t n)
 
 cdef Py_ssize_t _MAX_STAMP_DIGITS = 12  # as signing.check_api_head
 cdef double _MAX_SKEW = API_MAX_SKEW_S
 cdef str _EVENTS_WHAT = "events (one per channel)"  # as events._take_events
-cdef object _compare = hmac.compare_digest
-cdef object _md5 = hashlib.md5
 cdef object _loads = orjson.loads
 cdef object _JSONDecodeError = orjson.JSONDecodeError
 cdef tuple _ANY_ORIGIN = ("Access-Control-Allow-Origin", "*")  # as http.cors
@@ -210,6 +215,130 @@ cpdef tuple sdk_query(str query):
     return (signed, key, signature, stamp, version, md5)
 
 
+# ---------------------------------------------------------------- MD5 and HMAC-SHA256
+# The two hashes of every signed request, around the block functions of
+# csrc/soketi_digest.h (RFC 1321, FIPS 180-4): hashlib's objects cost ~17k instructions
+# a request in allocations, context copies and calls. Checked against hashlib by
+# tests/test_trigger_twins.py.
+
+cdef extern from "soketi_digest.h":
+    void sk_sha256_block(uint32_t* st, const uint8_t* p) noexcept nogil
+    void sk_md5_block(uint32_t* st, const uint8_t* p) noexcept nogil
+
+cdef uint32_t[8] _SHA256_IV = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+]
+cdef const char* _HEX = b"0123456789abcdef"
+
+
+cdef void _sha256_finish(const uint32_t* state, uint64_t done, const uint8_t* msg, Py_ssize_t n,
+                         uint8_t* out) noexcept nogil:
+    """SHA-256 of (``done`` bytes already in ``state``) + ``msg``: the 32-byte digest in ``out``."""
+    cdef uint32_t h[8]
+    cdef uint8_t tail[128]
+    cdef Py_ssize_t rest, size, i
+    cdef uint64_t bits = (done + <uint64_t>n) * 8
+    memcpy(h, state, 32)
+    while n >= 64:
+        sk_sha256_block(h, msg)
+        msg += 64
+        n -= 64
+    rest = n
+    memcpy(tail, msg, rest)
+    tail[rest] = 0x80
+    size = 64 if rest < 56 else 128
+    memset(tail + rest + 1, 0, size - rest - 1)
+    for i in range(8):
+        tail[size - 1 - i] = <uint8_t>(bits >> (8 * i))
+    sk_sha256_block(h, tail)
+    if size == 128:
+        sk_sha256_block(h, tail + 64)
+    for i in range(8):
+        out[4 * i] = <uint8_t>(h[i] >> 24)
+        out[4 * i + 1] = <uint8_t>(h[i] >> 16)
+        out[4 * i + 2] = <uint8_t>(h[i] >> 8)
+        out[4 * i + 3] = <uint8_t>h[i]
+
+
+cdef bytes _hmac_states(bytes key):
+    """The SHA-256 states after the key's inner and outer padded blocks (RFC 2104), 64 bytes."""
+    cdef uint8_t block[64]
+    cdef uint32_t states[16]
+    cdef Py_ssize_t i, n
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    n = len(key)
+    memset(block, 0, 64)
+    memcpy(block, PyBytes_AS_STRING(key), n)
+    memcpy(states, _SHA256_IV, 32)
+    memcpy(states + 8, _SHA256_IV, 32)
+    for i in range(64):
+        block[i] ^= 0x36
+    sk_sha256_block(states, block)
+    for i in range(64):
+        block[i] ^= 0x36 ^ 0x5C
+    sk_sha256_block(states + 8, block)
+    return PyBytes_FromStringAndSize(<char*>states, 64)
+
+
+cdef void _hmac(bytes states, const uint8_t* msg, Py_ssize_t n, uint8_t* out) noexcept:
+    cdef const uint32_t* st = <const uint32_t*>PyBytes_AS_STRING(states)
+    cdef uint8_t inner[32]
+    _sha256_finish(st, 64, msg, n, inner)
+    _sha256_finish(st + 8, 64, inner, 32, out)
+
+
+cdef void _md5_hex(const uint8_t* msg, Py_ssize_t n, char* out) noexcept nogil:
+    """The MD5 of ``msg`` as 32 lower-case hex digits in ``out``."""
+    cdef uint32_t h[4]
+    cdef uint8_t tail[128]
+    cdef Py_ssize_t rest, size, i
+    cdef uint64_t bits = (<uint64_t>n) * 8
+    cdef uint8_t byte
+    h[0] = 0x67452301; h[1] = 0xefcdab89; h[2] = 0x98badcfe; h[3] = 0x10325476
+    while n >= 64:
+        sk_md5_block(h, msg)
+        msg += 64
+        n -= 64
+    rest = n
+    memcpy(tail, msg, rest)
+    tail[rest] = 0x80
+    size = 64 if rest < 56 else 128
+    memset(tail + rest + 1, 0, size - rest - 1)
+    for i in range(8):
+        tail[size - 8 + i] = <uint8_t>(bits >> (8 * i))
+    sk_md5_block(h, tail)
+    if size == 128:
+        sk_md5_block(h, tail + 64)
+    for i in range(16):
+        byte = <uint8_t>(h[i >> 2] >> (8 * (i & 3)))
+        out[2 * i] = _HEX[byte >> 4]
+        out[2 * i + 1] = _HEX[byte & 15]
+
+
+cdef inline bint _same(const char* a, const char* b, Py_ssize_t n) noexcept nogil:
+    """Constant-time equality of ``n`` bytes (as hmac.compare_digest)."""
+    cdef Py_ssize_t i
+    cdef unsigned char diff = 0
+    for i in range(n):
+        diff |= <unsigned char>(a[i] ^ b[i])
+    return diff == 0
+
+
+cpdef str md5_hex(bytes data):
+    """The MD5 of ``data`` as lower-case hex (``hashlib.md5(data).hexdigest()``)."""
+    cdef char out[32]
+    _md5_hex(<const uint8_t*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out)
+    return PyUnicode_FromStringAndSize(out, 32)
+
+
+cpdef bytes hmac_sha256(bytes key, bytes msg):
+    """``hmac.digest(key, msg, "sha256")``."""
+    cdef uint8_t out[32]
+    _hmac(_hmac_states(key), <const uint8_t*>PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), out)
+    return PyBytes_FromStringAndSize(<char*>out, 32)
+
+
 cdef class TriggerPath:
     """The fast path of one :class:`~soketi_impl.http.api.HttpApi` (see the pure twin)."""
 
@@ -217,6 +346,7 @@ cdef class TriggerPath:
     cdef public bint inline
     cdef object _request_of, _app_of, _declined
     cdef tuple _params_of
+    cdef dict _keys  # app secret -> its HMAC key states (bounded by the configured apps)
 
     def __init__(self, api):
         from soketi_impl.http.events import trigger  # (that module imports this one)
@@ -240,6 +370,7 @@ cdef class TriggerPath:
         self._app_of = None
         self._params_of = None
         self._declined = None
+        self._keys = {}
         self.general_handle = api.handle
         self.general_check = api.check_head
 
@@ -322,10 +453,14 @@ cdef class TriggerPath:
 
     def handle(self, request):
         """The answer to ``request`` when it is a trigger of the common case; None: nothing was done."""
-        cdef dict macs, item
+        cdef dict item
         cdef tuple params
         cdef str query, path, signature, md5
         cdef bint checked
+        cdef char hexd[32]
+        cdef uint8_t digest[32]
+        cdef Py_ssize_t md5_len
+        cdef const char* md5_text
         if self._declined is request:
             self._declined = None
             return None
@@ -350,28 +485,28 @@ cdef class TriggerPath:
         if params is None:
             return None
         query, signature, md5 = params
-        # body_md5, then the signature (signing.check_api_signature)
-        if not _compare(md5, _md5(body).hexdigest()):  # (both ASCII: sdk_query read them)
+        # body_md5, then the signature (signing.check_api_signature), hashed here
+        md5_text = PyUnicode_AsUTF8AndSize(md5, &md5_len)  # (ASCII: sdk_query read it)
+        if type(body) is not bytes:
+            body = bytes(body)  # (a body read in several chunks is a bytearray)
+        _md5_hex(<const uint8_t*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), hexd)
+        if md5_len != 32 or not _same(md5_text, hexd, 32):
             return None
         try:
             given = bytes.fromhex(signature)
         except ValueError:
             return None
-        api = self.api
-        macs = api._macs
+        if PyBytes_GET_SIZE(given) != 32:
+            return None
         secret = cfg.secret
-        mac = macs.get(secret)
-        if mac is None:
-            mac = macs[secret] = HmacSha256(secret.encode())
-        inner_key = mac._inner
-        outer_key = mac._outer
+        states = self._keys.get(secret)
+        if states is None:
+            states = self._keys[secret] = _hmac_states(secret.encode())
+        api = self.api
         for path in (<tuple>(<dict>api._routed)[("POST", request.path)])[2]:
-            # HmacSha256.digest, inlined
-            inner = inner_key.copy()
-            inner.update(f"POST\n{path}\n{query}".encode("utf-8", "surrogatepass"))
-            outer = outer_key.copy()
-            outer.update(inner.digest())
-            if _compare(outer.digest(), given):
+            msg = f"POST\n{path}\n{query}".encode("utf-8", "surrogatepass")
+            _hmac(states, <const uint8_t*>PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), digest)
+            if _same(<const char*>digest, PyBytes_AS_STRING(given), 32):
                 break
         else:
             return None

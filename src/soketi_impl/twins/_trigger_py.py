@@ -35,7 +35,10 @@ if TYPE_CHECKING:
     from ..config import AppConfig
     from ..http.api import HttpApi
 
-__all__ = ["TRIGGER_INFO", "EventRequest", "TriggerPath", "parse_event", "parse_info", "sdk_query"]
+__all__ = [
+    "TRIGGER_INFO", "EventRequest", "TriggerPath", "hmac_sha256", "md5_hex", "parse_event", "parse_info",
+    "sdk_query",
+]
 
 _MAX_STAMP_DIGITS = 12  # as signing.check_api_head
 _EVENTS_WHAT = "events (one per channel)"  # as events._take_events
@@ -148,6 +151,16 @@ def parse_event(item: Any, cfg: AppConfig, *, batch_index: int | None = None) ->
     info = item.get("info")
     info = _NO_INFO if info is None else parse_info(info, TRIGGER_INFO, where)
     return EventRequest(channels, name, data, socket_id, info)
+
+
+def md5_hex(data: bytes) -> str:
+    """The MD5 of ``data`` as lower-case hex (the compiled twin computes it itself)."""
+    return hashlib.md5(data).hexdigest()
+
+
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    """``hmac.digest(key, msg, "sha256")`` (the compiled twin computes it itself)."""
+    return hmac.digest(key, msg, "sha256")
 
 
 def sdk_query(query: str) -> tuple[str, str | None, str | None, str | None, str | None, str | None] | None:
