@@ -211,7 +211,7 @@ _event = st.fixed_dictionaries(
 _mutation = st.sampled_from(
     ["none", "none", "node_order", "shuffled", "bad_signature", "short_signature", "bad_md5", "no_md5",
      "wrong_key", "stale", "version2", "escaped", "upper", "non_ascii", "bad_json", "non_utf8", "empty_body",
-     "unknown_app", "no_signature", "twice"]
+     "unknown_app", "no_signature", "twice", "other_secret"]
 )
 
 
@@ -224,7 +224,8 @@ def _request(event: dict[str, Any], mutation: str) -> tuple[str, str, bytes]:
     elif mutation == "empty_body":
         body = b""
     path = EVENTS if mutation != "unknown_app" else "/apps/9/events"
-    params = sign_api_request(KEY, SECRET, "POST", path, body=body, timestamp=NOW - (700 if mutation == "stale" else 0))
+    secret = SECRET if mutation != "other_secret" else "not-the-secret"
+    params = sign_api_request(KEY, secret, "POST", path, body=body, timestamp=NOW - (700 if mutation == "stale" else 0))
     if mutation == "bad_signature":
         params["auth_signature"] = "0" * 64
     elif mutation == "short_signature":
