@@ -15,6 +15,8 @@ from functools import partial
 import httptools
 import orjson
 
+from libc.string cimport memcmp
+
 from soketi_impl.http.types import REASONS, HttpRequest, HttpResponse
 
 __all__ = ["FrontDoorBase"]
@@ -43,6 +45,31 @@ cdef dict _HEADER_NAMES = {
 }
 
 
+cdef extern from "Python.h":
+    char* PyBytes_AS_STRING(object o)
+    Py_ssize_t PyBytes_GET_SIZE(object o)
+    bytes PyBytes_FromStringAndSize(const char* v, Py_ssize_t n)
+
+# FrontDoorBase._simple_request: the bytes of a plain request's target (unreserved,
+# sub-delimiters, ":@/?%") and of its header names (letters, digits, "-").
+cdef bint _URL_OK[256]
+cdef bint _NAME_OK[256]
+for _c in range(256):
+    _URL_OK[_c] = chr(_c) in (
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%"
+    )
+    _NAME_OK[_c] = chr(_c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"
+
+
+cdef inline bint _lower_is(const unsigned char* s, const char* lower, Py_ssize_t n) noexcept:
+    """``s[:n]`` equals ``lower`` (lower-case letters and "-") case-insensitively."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if (s[i] | 0x20) != <unsigned char>lower[i]:
+            return False
+    return True
+
+
 # FrontDoorBase.flags: one C int for every flag.
 cdef int _FIRST = 1  # still in the first request: its raw bytes are kept for the picows hand-off
 cdef int _BUSY = 2  # an async handler is running
@@ -58,6 +85,7 @@ cdef int _OVERFLOW = 128  # too many pipelined requests: answer the queued ones,
 cdef int _ARM_HEAD = 256
 cdef int _ARM_BODY = 512
 cdef int _ARMS = _ARM_HEAD | _ARM_BODY
+cdef int _IN_MESSAGE = 1024  # httptools is inside a request (from its first byte to its end)
 
 
 cdef class FrontDoorBase:
@@ -71,6 +99,9 @@ cdef class FrontDoorBase:
     cdef public Py_ssize_t head_size
     cdef public double deadline
     cdef public int flags
+    #: Whole plain requests are read without httptools (see _simple_request); tests
+    #: switch it off to compare with httptools' reading.
+    cdef public bint simple
     # options.max_head, read once: checked for every piece of every head (the options
     # of a listening socket do not change)
     cdef Py_ssize_t max_head
@@ -102,6 +133,7 @@ cdef class FrontDoorBase:
         self.timer = None
         self.deadline = 0.0
         self.flags = _FIRST
+        self.simple = True
 
     def pending(self) -> tuple[int, int]:
         """``(requests waiting for an answer, bytes held)`` for this connection.
@@ -141,18 +173,24 @@ cdef class FrontDoorBase:
 
     def data_received(self, data: bytes) -> None:
         """asyncio: bytes from the client, fed to the HTTP parser."""
+        cdef Py_ssize_t used = 0, end
         flags = self.flags
         if flags & (_CLOSING | _OVERFLOW):
             return
-        if flags & _FIRST:
-            self.first += data
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade()
-        except httptools.HttpParserError as exc:
-            if not self.flags & _CLOSING:
-                self._reply_and_close(400, f"Malformed HTTP request: {exc}")
+        if self.simple and type(data) is bytes:
+            # Whole requests of the plain kind, read here; whatever else is left, httptools reads
+            while not self.flags & (_CLOSING | _OVERFLOW | _IN_MESSAGE):
+                end = self._simple_request(<bytes>data, used)
+                if end < 0:
+                    break
+                used = end
+            if used:
+                data = (
+                    PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + used, len(data) - used)
+                    if used < len(data) and not self.flags & _CLOSING else b""
+                )
+        if data:
+            self._feed(data)
         flags = self.flags
         if flags & _ARMS:
             self.flags = flags & ~_ARMS
@@ -161,6 +199,109 @@ cdef class FrontDoorBase:
                 self._arm(opts.body_timeout if flags & _ARM_BODY else opts.head_timeout)
         if self.queue:
             self._update_reading()
+
+    cdef _feed(self, data):
+        if self.flags & _FIRST:
+            self.first += data
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgrade()
+        except httptools.HttpParserError as exc:
+            if not self.flags & _CLOSING:
+                self._reply_and_close(400, f"Malformed HTTP request: {exc}")
+
+    cdef Py_ssize_t _simple_request(self, bytes data, Py_ssize_t pos) except -2:
+        """One whole request of the plain kind at ``data[pos:]``, handled as the httptools
+        callbacks handle it; its end, or -1 (nothing done) for any other.
+
+        The plain kind: ``POST`` to an origin-form target of unreserved, sub-delimiter and
+        ``:@/?%`` characters, ``HTTP/1.1``, headers ``Name: value`` (letters, digits and
+        ``-``; printable ASCII without leading or trailing space), one ``Content-Length``
+        of 1 to 10 digits, none of ``Transfer-Encoding``, ``Upgrade``, ``Expect``, and
+        ``Connection`` only as ``keep-alive``; within ``max_head`` and ``max_body``, the
+        body in ``data``. llhttp reads every such request the same way (every piece of
+        it is in what llhttp takes), so the answer is the same; the rest goes to httptools.
+        """
+        cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t i, url_start, url_end, name_start, colon, value_start, count = 0
+        cdef Py_ssize_t head, length = -1, k, body_end
+        cdef Py_ssize_t spans[4 * 32]
+        if n - pos < 20 or memcmp(s + pos, b"POST /", 6) != 0:
+            return -1
+        i = pos + 5
+        url_start = i
+        while i < n and _URL_OK[s[i]]:
+            i += 1
+        url_end = i
+        if n - i < 11 or memcmp(s + i, b" HTTP/1.1\r\n", 11) != 0:
+            return -1
+        i += 11
+        head = url_end - url_start
+        while True:
+            if n - i < 2:
+                return -1
+            if s[i] == 13 and s[i + 1] == 10:
+                i += 2
+                break
+            if count == 32:
+                return -1
+            name_start = i
+            while i < n and _NAME_OK[s[i]]:
+                i += 1
+            colon = i
+            if colon == name_start or n - i < 3 or s[i] != 58 or s[i + 1] != 32:  # ": "
+                return -1
+            i += 2
+            value_start = i
+            while i < n and 32 <= s[i] <= 126:
+                i += 1
+            if i == value_start or n - i < 2 or s[i] != 13 or s[i + 1] != 10:
+                return -1
+            if s[value_start] == 32 or s[i - 1] == 32:
+                return -1
+            k = colon - name_start
+            if k == 14 and _lower_is(s + name_start, b"content-length", 14):
+                if length >= 0 or i - value_start > 10:
+                    return -1
+                length = 0
+                for k in range(value_start, i):
+                    if not 48 <= s[k] <= 57:
+                        return -1
+                    length = length * 10 + (s[k] - 48)
+            elif (k == 17 and _lower_is(s + name_start, b"transfer-encoding", 17)) or (
+                k == 7 and _lower_is(s + name_start, b"upgrade", 7)) or (
+                k == 6 and _lower_is(s + name_start, b"expect", 6)):
+                return -1
+            elif k == 10 and _lower_is(s + name_start, b"connection", 10):
+                if i - value_start != 10 or not _lower_is(s + value_start, b"keep-alive", 10):
+                    return -1
+            spans[4 * count] = name_start
+            spans[4 * count + 1] = colon
+            spans[4 * count + 2] = value_start
+            spans[4 * count + 3] = i
+            count += 1
+            head += (colon - name_start) + (i - value_start)
+            i += 2
+        if length <= 0 or head > self.max_head or length > self.options.max_body or n - i < length:
+            return -1
+        body_end = i + length
+        # what llhttp's callbacks would do, in their order
+        cdef const char* c = <const char*>s
+        self._message_begin()
+        self._url(PyBytes_FromStringAndSize(c + url_start, url_end - url_start))
+        for k in range(count):
+            self._header(
+                PyBytes_FromStringAndSize(c + spans[4 * k], spans[4 * k + 1] - spans[4 * k]),
+                PyBytes_FromStringAndSize(c + spans[4 * k + 2], spans[4 * k + 3] - spans[4 * k + 2]),
+            )
+        self._headers_complete(b"POST", True)
+        if self.flags & _CLOSING:
+            return n  # answered from its head: the rest of this read is not read
+        self._body(PyBytes_FromStringAndSize(c + i, length))
+        self._message_complete()
+        return body_end
 
     def pause_writing(self) -> None:
         """asyncio: the write buffer is over its high-water mark: stop reading and answering."""
@@ -175,6 +316,10 @@ cdef class FrontDoorBase:
     # -- httptools callbacks --
     def on_message_begin(self) -> None:
         """httptools: a request starts; its head must arrive within ``head_timeout``."""
+        self._message_begin()
+
+    cdef _message_begin(self):
+        self.flags |= _IN_MESSAGE
         self.url = b""
         self.headers = {}
         self.body = b""
@@ -183,6 +328,9 @@ cdef class FrontDoorBase:
 
     def on_url(self, bytes url) -> None:
         """httptools: part of the request target."""
+        self._url(url)
+
+    cdef _url(self, bytes url):
         self.url += url
         self.head_size += len(url)
         if self.head_size > self.max_head:
@@ -190,7 +338,9 @@ cdef class FrontDoorBase:
 
     def on_header(self, bytes name, bytes value) -> None:
         """httptools: one header (names lower-cased; a repeated one keeps the last value)."""
-        # inline, not a call per header: this runs ~10 times per request
+        self._header(name, value)
+
+    cdef _header(self, bytes name, bytes value):
         self.head_size += len(name) + len(value)
         if self.head_size > self.max_head:
             self._head_too_large()
@@ -206,6 +356,9 @@ cdef class FrontDoorBase:
         parser = self.parser
         if parser.should_upgrade():
             return  # feed_data raises HttpParserUpgrade next
+        self._headers_complete(parser.get_method(), parser.should_keep_alive())
+
+    cdef _headers_complete(self, bytes method, bint keep_alive):
         self.flags &= ~_FIRST
         self.first = b""
         opts = self.options
@@ -214,7 +367,7 @@ cdef class FrontDoorBase:
             self._reply_and_close(413, f"Request body over {opts.max_body} bytes.")
             return
         cdef bytes url = self.url
-        cdef bytes path, query, method
+        cdef bytes path, query
         cdef Py_ssize_t mark
         if url[:1] == b"/" and b"#" not in url:
             # origin-form, as every client sends (llhttp checked its characters): what
@@ -227,7 +380,6 @@ cdef class FrontDoorBase:
         else:
             parsed = httptools.parse_url(url)
             path, query = parsed.path or b"/", parsed.query or b""
-        method = parser.get_method()
         # HttpRequest(method, path, query, headers, b"", keep_alive), its fields set here:
         # the dataclass's __init__ is a Python function (~1k instructions a request)
         request = _new_request(HttpRequest)
@@ -236,7 +388,7 @@ cdef class FrontDoorBase:
         request.query = query.decode("utf-8", "replace") if query else ""
         request.headers = self.headers
         request.body = b""
-        request.keep_alive = parser.should_keep_alive()
+        request.keep_alive = keep_alive
         # Only for a request with a body (without one the handler answers as soon, and
         # the connection stays open), and only when nothing is queued: an early answer
         # must not overtake earlier ones.
@@ -258,6 +410,9 @@ cdef class FrontDoorBase:
 
     def on_body(self, bytes body) -> None:
         """httptools: part of the body, kept in one buffer."""
+        self._body(body)
+
+    cdef _body(self, bytes body):
         if self.flags & _CLOSING:
             return
         held = self.body
@@ -274,6 +429,10 @@ cdef class FrontDoorBase:
 
     def on_message_complete(self) -> None:
         """httptools: a whole request: queue it and answer in order."""
+        self._message_complete()
+
+    cdef _message_complete(self):
+        self.flags &= ~_IN_MESSAGE
         flags = self.flags
         request = self.request
         if flags & _CLOSING or request is None:
