@@ -49,6 +49,7 @@ cdef extern from "Python.h":
     char* PyBytes_AS_STRING(object o)
     Py_ssize_t PyBytes_GET_SIZE(object o)
     bytes PyBytes_FromStringAndSize(const char* v, Py_ssize_t n)
+    str PyUnicode_DecodeLatin1(const char* s, Py_ssize_t size, const char* errors)
 
 # FrontDoorBase._simple_request: the bytes of a plain request's target (unreserved,
 # sub-delimiters, ":@/?%") and of its header names (letters, digits, "-").
@@ -59,6 +60,27 @@ for _c in range(256):
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%"
     )
     _NAME_OK[_c] = chr(_c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"
+
+
+# The lower-case names of _HEADER_NAMES, for _simple_request to take a header's key
+# without making its name a bytes object first.
+cdef list _KNOWN_NAMES = sorted(set(_HEADER_NAMES.values()))
+cdef bytes _KNOWN_JOINED = b"".join([name.encode("latin-1") for name in _KNOWN_NAMES])
+cdef Py_ssize_t _KNOWN_COUNT = len(_KNOWN_NAMES)
+cdef Py_ssize_t _KNOWN_LENGTHS[64]
+for _c, _name in enumerate(_KNOWN_NAMES):
+    _KNOWN_LENGTHS[_c] = len(_name)
+
+
+cdef object _known_name(const unsigned char* name, Py_ssize_t n):
+    """The lower-case str of a header name of _HEADER_NAMES spelt in any case, or None."""
+    cdef const char* known = PyBytes_AS_STRING(_KNOWN_JOINED)
+    cdef Py_ssize_t i
+    for i in range(_KNOWN_COUNT):
+        if _KNOWN_LENGTHS[i] == n and _lower_is(name, known, n):
+            return _KNOWN_NAMES[i]
+        known += _KNOWN_LENGTHS[i]
+    return None
 
 
 cdef inline bint _lower_is(const unsigned char* s, const char* lower, Py_ssize_t n) noexcept:
@@ -292,10 +314,17 @@ cdef class FrontDoorBase:
         self._message_begin()
         self._url(PyBytes_FromStringAndSize(c + url_start, url_end - url_start))
         for k in range(count):
-            self._header(
-                PyBytes_FromStringAndSize(c + spans[4 * k], spans[4 * k + 1] - spans[4 * k]),
-                PyBytes_FromStringAndSize(c + spans[4 * k + 2], spans[4 * k + 3] - spans[4 * k + 2]),
-            )
+            # _header(name, value) for a name of letters, digits and "-": its key is its
+            # lower-case form, its value the latin-1 text (taken from ``data`` in place)
+            name_start = spans[4 * k]
+            colon = spans[4 * k + 1] - name_start
+            value_start = spans[4 * k + 2]
+            head = spans[4 * k + 3] - value_start
+            key = _known_name(s + name_start, colon)
+            if key is None:
+                key = PyUnicode_DecodeLatin1(c + name_start, colon, NULL).lower()
+            self.head_size += colon + head
+            (<dict>self.headers)[key] = PyUnicode_DecodeLatin1(c + value_start, head, NULL)
         self._headers_complete(b"POST", True)
         if self.flags & _CLOSING:
             return n  # answered from its head: the rest of this read is not read
