@@ -485,11 +485,11 @@ cdef class FrontDoorBase:
             self._next()
 
     # -- internals --
-    def _head_too_large(self) -> None:
+    cdef _head_too_large(self):
         if not self.flags & _CLOSING:
             self._reply_and_close(431, "Request head too large.")
 
-    def _arm(self, delay: float) -> None:
+    cdef _arm(self, double delay):
         """Move this connection's one deadline; a single timer handle follows it lazily."""
         loop = asyncio.get_running_loop()
         self.deadline = deadline = loop.time() + delay
@@ -525,7 +525,7 @@ cdef class FrontDoorBase:
             else:
                 t.close()
 
-    def _update_reading(self) -> None:
+    cdef _update_reading(self):
         """Read while answers can go out and nothing waits for one; else pause."""
         t = self.transport
         if t is None:
@@ -542,7 +542,7 @@ cdef class FrontDoorBase:
             self.flags = flags & ~_RPAUSED
             t.resume_reading()
 
-    def _next(self) -> None:
+    cdef _next(self):
         """Answer queued requests one at a time, in order (pipelining-safe).
 
         The answers to every request that one read brought in leave in one write,
@@ -591,7 +591,7 @@ cdef class FrontDoorBase:
         self._write(response, request.keep_alive)
         self._next()
 
-    def _write(self, response: HttpResponse, keep_alive: bool) -> int:
+    cdef Py_ssize_t _write(self, response, bint keep_alive) except -1:
         """Queue one response (:meth:`_flush` writes what is queued); returns its size."""
         status = response.status
         body = response.body
@@ -609,7 +609,7 @@ cdef class FrontDoorBase:
             self.flags |= _CLOSE_AFTER
         return len(data)
 
-    def _flush(self) -> None:
+    cdef _flush(self):
         t = self.transport
         if not self.out:
             return
@@ -622,11 +622,11 @@ cdef class FrontDoorBase:
             self.flags |= _CLOSING
             self._linger(t)
 
-    def _reply_and_close(self, status: int, message: str) -> None:
+    cdef _reply_and_close(self, int status, str message):
         log.debug("HTTP %d: %s", status, message)
         self._answer_and_linger(HttpResponse(status, orjson.dumps({"error": message})))
 
-    def _answer_and_linger(self, response: HttpResponse) -> None:
+    cdef _answer_and_linger(self, response):
         """Answer and close without reading the rest of the request.
 
         Closing a socket with unread input makes the kernel send a reset, which can
@@ -648,7 +648,7 @@ cdef class FrontDoorBase:
         )
         self._linger(t)
 
-    def _linger(self, t: asyncio.Transport) -> None:
+    cdef _linger(self, t):
         """Shut the write side once the answers are out, discard input, cut after ``linger``."""
         if self.flags & _RPAUSED:
             self.flags &= ~_RPAUSED
@@ -664,7 +664,7 @@ cdef class FrontDoorBase:
         """Switch ``transport`` to the WebSocket protocol and replay ``data`` (the subclass's)."""
         raise NotImplementedError
 
-    def _upgrade(self) -> None:
+    cdef _upgrade(self):
         """Hand the socket to picows, replaying what was read so far."""
         transport = self.transport
         if transport is None or self.flags & _CLOSING:
