@@ -211,7 +211,7 @@ _event = st.fixed_dictionaries(
 _mutation = st.sampled_from(
     ["none", "none", "node_order", "shuffled", "bad_signature", "short_signature", "bad_md5", "no_md5",
      "wrong_key", "stale", "version2", "escaped", "upper", "non_ascii", "bad_json", "non_utf8", "empty_body",
-     "unknown_app", "no_signature", "twice", "other_secret"]
+     "unknown_app", "no_signature", "twice", "other_secret", "upper_signature", "spaced_signature"]
 )
 
 
@@ -230,6 +230,10 @@ def _request(event: dict[str, Any], mutation: str) -> tuple[str, str, bytes]:
         params["auth_signature"] = "0" * 64
     elif mutation == "short_signature":
         params["auth_signature"] = "abc"
+    elif mutation == "upper_signature":
+        params["auth_signature"] = params["auth_signature"].upper()
+    elif mutation == "spaced_signature":  # bytes.fromhex takes it
+        params["auth_signature"] = params["auth_signature"][:2] + " " + params["auth_signature"][2:]
     elif mutation == "bad_md5":
         params["body_md5"] = hashlib.md5(body + b"x").hexdigest()
     elif mutation == "no_md5":
