@@ -463,7 +463,7 @@ cdef class TriggerPath:
             return None
         if self.pusher.app_manager is not None:
             return None
-        return (<dict>self.apps).get((<dict>(<tuple>routed)[1]).get("app_id"))
+        return (<dict>self.apps).get((<dict>(<tuple>routed)[1]).get("app_id", ""))
 
     cdef tuple _params(self, request, cfg):
         cdef tuple found = sdk_query(request.query)

@@ -191,8 +191,8 @@ class TriggerPath:
     )
 
     def __init__(self, api: HttpApi) -> None:
-        from ..http.events import trigger  # (that module imports this one)
         from ..adapters.base import LocalAdapter
+        from ..http.events import trigger  # (that module imports this one)
         from ..pusher.api import InProcessApi
         from ..pusher.host import AdapterCallbacks
 
@@ -257,7 +257,8 @@ class TriggerPath:
         """A host's head check: None for a trigger :meth:`head` accepts, else ``general_check``."""
         if self.head(request):
             return None
-        return self.general_check(request)
+        answer: HttpResponse | None = self.general_check(request)
+        return answer
 
     def _app(self, request: HttpRequest) -> Any:
         """The request's app, when it is a trigger to an app in memory; else None."""
@@ -271,7 +272,7 @@ class TriggerPath:
             return None
         if self.pusher.app_manager is not None:
             return None
-        return self.apps.get(routed[1].get("app_id"))
+        return self.apps.get(routed[1].get("app_id", ""))
 
     def _params(self, request: HttpRequest, cfg: AppConfig) -> tuple[str, str, str] | None:
         """``(signed query, auth_signature, body_md5)`` when the query is in the SDKs' form
