@@ -15,7 +15,7 @@ from functools import partial
 import httptools
 import orjson
 
-from libc.string cimport memcmp
+from libc.string cimport memchr, memcmp
 
 from soketi_impl.http.types import REASONS, HttpRequest, HttpResponse
 
@@ -50,6 +50,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object o)
     bytes PyBytes_FromStringAndSize(const char* v, Py_ssize_t n)
     str PyUnicode_DecodeLatin1(const char* s, Py_ssize_t size, const char* errors)
+    str PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
 
 # FrontDoorBase._simple_request: the bytes of a plain request's target (unreserved,
 # sub-delimiters, ":@/?%") and of its header names (letters, digits, "-").
@@ -397,24 +398,28 @@ cdef class FrontDoorBase:
             return
         cdef bytes url = self.url
         cdef bytes path, query
-        cdef Py_ssize_t mark
-        if url[:1] == b"/" and b"#" not in url:
-            # origin-form, as every client sends (llhttp checked its characters): what
-            # httptools.parse_url answers, without its cost
-            mark = url.find(b"?")
-            if mark < 0:
-                path, query = url, b""
-            else:
-                path, query = url[:mark], url[mark + 1:]
-        else:
-            parsed = httptools.parse_url(url)
-            path, query = parsed.path or b"/", parsed.query or b""
+        cdef const char* u = PyBytes_AS_STRING(url)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(url)
+        cdef const char* mark
         # HttpRequest(method, path, query, headers, b"", keep_alive), its fields set here:
         # the dataclass's __init__ is a Python function (~1k instructions a request)
         request = _new_request(HttpRequest)
         request.method = method.decode()
-        request.path = path.decode("utf-8", "replace")
-        request.query = query.decode("utf-8", "replace") if query else ""
+        if n and u[0] == b"/" and memchr(u, b"#", n) == NULL:
+            # origin-form, as every client sends (llhttp checked its characters): what
+            # httptools.parse_url answers, without its cost, decoded from the url in place
+            mark = <const char*>memchr(u, b"?", n)
+            if mark == NULL:
+                request.path = PyUnicode_DecodeUTF8(u, n, "replace")
+                request.query = ""
+            else:
+                request.path = PyUnicode_DecodeUTF8(u, mark - u, "replace")
+                request.query = PyUnicode_DecodeUTF8(mark + 1, n - (mark - u) - 1, "replace")
+        else:
+            parsed = httptools.parse_url(url)
+            path, query = parsed.path or b"/", parsed.query or b""
+            request.path = path.decode("utf-8", "replace")
+            request.query = query.decode("utf-8", "replace") if query else ""
         request.headers = self.headers
         request.body = b""
         request.keep_alive = keep_alive
