@@ -292,3 +292,20 @@ def test_fast_path_takes_the_sdk_requests(loop: asyncio.AbstractEventLoop, kind:
         assert len(side.frames) == 2
 
     loop.run_until_complete(run())
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=needs_c)])
+def test_fast_path_follows_a_replaced_route_table(loop: asyncio.AbstractEventLoop, kind: str) -> None:
+    """A route table replaced after a trigger is obeyed at once (the last route is not reused)."""
+    from soketi_impl.http.api import ROUTES
+    from soketi_impl.http.routes import RouteTable
+
+    async def run() -> None:
+        side = _Side(kind)
+        request = _request({"name": "ev", "channel": "c1", "data": "{}"}, "none")
+        assert side.send(*request)[0] == 200
+        side.api.routes = RouteTable([r for r in ROUTES if not r.pattern.endswith("/events")])
+        assert side.send(*request)[:2] == (404, b'{"error":"Not found."}')
+        assert len(side.frames) == 1
+
+    loop.run_until_complete(run())

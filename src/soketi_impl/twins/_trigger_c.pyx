@@ -369,6 +369,7 @@ cdef class TriggerPath:
     cdef object _request_of, _app_of, _declined
     cdef tuple _params_of
     cdef dict _keys  # app secret -> its HMAC key states (bounded by the configured apps)
+    cdef object _route_table, _route_path, _route_found  # the last route found (_route)
     # The inner hash's state after the first 64 bytes of the last signed message, and
     # those bytes: method, path and the query's first parameters (the key, the
     # timestamp), the same for every request of a publisher within a second.
@@ -400,6 +401,7 @@ cdef class TriggerPath:
         self._declined = None
         self._keys = {}
         self._prefix_of = None
+        self._route_table = self._route_path = self._route_found = None
         self.general_handle = api.handle
         self.general_check = api.check_head
 
@@ -452,13 +454,27 @@ cdef class TriggerPath:
             return None
         return self.general_check(request)
 
+    cdef tuple _route(self, str path):
+        """``api._routed[("POST", path)]`` while the route table is the one it was made for;
+        the last one found is kept (a publisher sends the same path)."""
+        api = self.api
+        routes = api.routes
+        if api._routed_by is not routes:
+            return None
+        if self._route_table is routes and path == self._route_path:
+            return self._route_found
+        routed = (<dict>api._routed).get(("POST", path))
+        if routed is None:
+            return None
+        self._route_table = routes
+        self._route_path = path
+        self._route_found = routed
+        return routed
+
     cdef object _app(self, request):
         if request.method != "POST":
             return None
-        api = self.api
-        if api._routed_by is not api.routes:
-            return None
-        routed = (<dict>api._routed).get(("POST", request.path))
+        routed = self._route(request.path)
         if routed is None or (<tuple>routed)[0] is not self.handler:
             return None
         if self.pusher.app_manager is not None:
@@ -468,6 +484,9 @@ cdef class TriggerPath:
     cdef tuple _params(self, request, cfg):
         cdef tuple found = sdk_query(request.query)
         cdef str stamp
+        cdef const char* text
+        cdef Py_ssize_t n, i
+        cdef long long value
         if found is None:
             return None
         signed, key, signature, stamp, version, md5 = found
@@ -475,9 +494,16 @@ cdef class TriggerPath:
             return None
         if version is not None and version != "1.0":
             return None
-        if not stamp or len(stamp) > _MAX_STAMP_DIGITS or not stamp.isascii() or not stamp.isdigit():
+        # (str.isdigit and int(), on the ASCII digits sdk_query leaves: read here)
+        if not stamp or len(stamp) > _MAX_STAMP_DIGITS:
             return None
-        if abs(<double>self.api.clock() - int(stamp)) > _MAX_SKEW:
+        text = PyUnicode_AsUTF8AndSize(stamp, &n)
+        value = 0
+        for i in range(n):
+            if not b"0" <= text[i] <= b"9":
+                return None
+            value = value * 10 + (text[i] - 48)
+        if abs(<double>self.api.clock() - <double>value) > _MAX_SKEW:
             return None
         if md5 is None:
             return None
@@ -549,7 +575,10 @@ cdef class TriggerPath:
         if states is None:
             states = self._keys[secret] = _hmac_states(secret.encode())
         api = self.api
-        for path in (<tuple>(<dict>api._routed)[("POST", request.path)])[2]:
+        routed = self._route(request.path)
+        if routed is None:
+            return None
+        for path in (<tuple>routed)[2]:
             msg = f"POST\n{path}\n{query}".encode("utf-8", "surrogatepass")
             self._sign(states, <const uint8_t*>PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), digest)
             if _same(<const char*>digest, <const char*>given, 32):
