@@ -16,7 +16,14 @@ from soketi_impl.http.errors import ApiError, echo, error_response
 from soketi_impl.http.types import HttpResponse
 from soketi_impl.pusher.state import is_socket_id
 from soketi_impl.signing import API_MAX_SKEW_S
-from soketi_impl.twins._protocol import ENCRYPTED, channel_kind, encode_event, is_cache_channel, valid_channel_name
+from soketi_impl.twins._fanout_c cimport ChannelTable, Sink, Stats
+from soketi_impl.twins._protocol_c cimport (
+    KIND_ENCRYPTED,
+    channel_kind,
+    encode_event,
+    is_cache_channel,
+    valid_channel_name,
+)
 
 __all__ = [
     "TRIGGER_INFO", "EventRequest", "TriggerPath", "hmac_sha256", "md5_hex", "parse_event", "parse_info",
@@ -131,7 +138,7 @@ def parse_event(item, cfg, *, batch_index=None):
             )
     if len(channels) > 1:
         # Pusher's rule: the SDKs encrypt per channel, so one payload cannot go to two.
-        if any(channel_kind(ch) == ENCRYPTED for ch in channels):
+        if any(channel_kind(ch) == KIND_ENCRYPTED for ch in channels):
             raise ApiError(400, f"{where}an encrypted channel cannot be triggered with other channels.")
         if len(set(channels)) != len(channels):
             channels = list(dict.fromkeys(channels))
@@ -433,7 +440,11 @@ cdef class TriggerPath:
             sock = app.sockets.get(socket_id)
             if sock is not None:
                 exclude = sock.sink
-        app.table.broadcast(channel, payload, exclude)
+        table = app.table
+        if type(table) is ChannelTable and (exclude is None or type(exclude) is Sink):
+            (<ChannelTable>table).broadcast(channel, payload, <Sink>exclude)  # a C call
+        else:
+            table.broadcast(channel, payload, exclude)
         adapter = pusher.adapter
         if type(adapter) is not self.local:  # (the local adapter has nothing to carry)
             adapter.publish(app.config.id, channel, payload, socket_id, False)
@@ -613,9 +624,14 @@ cdef class TriggerPath:
             self._publish(app, channel, name, data, socket_id)
         # api._finish, for the 200 "{}"
         stats = app.stats
-        stats.http_calls += 1
-        stats.http_bytes_received += len(body)
-        stats.http_bytes_sent += 2
+        if type(stats) is Stats:  # the compiled counters: C fields
+            (<Stats>stats).http_calls += 1
+            (<Stats>stats).http_bytes_received += len(body)
+            (<Stats>stats).http_bytes_sent += 2
+        else:
+            stats.http_calls += 1
+            stats.http_bytes_received += len(body)
+            stats.http_bytes_sent += 2
         # HttpResponse(200, b"{}"), its fields set here (the dataclass's __init__ is Python)
         response = _new_response(HttpResponse)
         response.status = 200
