@@ -15,7 +15,7 @@ from functools import partial
 import httptools
 import orjson
 
-from libc.string cimport memchr, memcmp
+from libc.string cimport memchr, memcmp, memcpy
 
 from soketi_impl.http.types import REASONS, HttpRequest, HttpResponse
 
@@ -51,6 +51,8 @@ cdef extern from "Python.h":
     bytes PyBytes_FromStringAndSize(const char* v, Py_ssize_t n)
     str PyUnicode_DecodeLatin1(const char* s, Py_ssize_t size, const char* errors)
     str PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
 
 # FrontDoorBase._simple_request: the bytes of a plain request's target (unreserved,
 # sub-delimiters, ":@/?%") and of its header names (letters, digits, "-").
@@ -82,6 +84,13 @@ cdef object _known_name(const unsigned char* name, Py_ssize_t n):
             return _KNOWN_NAMES[i]
         known += _KNOWN_LENGTHS[i]
     return None
+
+
+cdef inline str _ascii(const char* p, Py_ssize_t n):
+    """A str of ``n`` ASCII bytes: what their latin-1 decoding gives, without its scan."""
+    cdef str text = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(text), p, n)
+    return text
 
 
 cdef inline bint _lower_is(const unsigned char* s, const char* lower, Py_ssize_t n) noexcept:
@@ -325,7 +334,7 @@ cdef class FrontDoorBase:
             if key is None:
                 key = PyUnicode_DecodeLatin1(c + name_start, colon, NULL).lower()
             self.head_size += colon + head
-            (<dict>self.headers)[key] = PyUnicode_DecodeLatin1(c + value_start, head, NULL)
+            (<dict>self.headers)[key] = _ascii(c + value_start, head)  # (printable ASCII)
         self._headers_complete(b"POST", True)
         if self.flags & _CLOSING:
             return n  # answered from its head: the rest of this read is not read

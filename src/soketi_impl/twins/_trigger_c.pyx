@@ -150,6 +150,18 @@ def parse_event(item, cfg, *, batch_index=None):
     return EventRequest(channels, name, data, socket_id, info)
 
 
+cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
+
+
+cdef inline str _ascii(const char* p, Py_ssize_t n):
+    """A str of ``n`` ASCII bytes (no scan for the widest character: they are ASCII)."""
+    cdef str text = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(text), p, n)
+    return text
+
+
 cdef inline bint _is(const char* s, Py_ssize_t start, Py_ssize_t klen, const char* key, Py_ssize_t n):
     return klen == n and memcmp(s + start, key, n) == 0
 
@@ -193,7 +205,7 @@ cpdef tuple sdk_query(str query):
                 return None
             sig_start = start
             sig_end = i
-            signature = query[eq + 1:i]
+            signature = _ascii(<const char*>s + eq + 1, i - eq - 1)
         else:
             if prev_len:
                 m = klen if klen < prev_len else prev_len
@@ -203,22 +215,24 @@ cpdef tuple sdk_query(str query):
             prev_start = start
             prev_len = klen
             if _is(s, start, klen, b"auth_key", 8):
-                key = query[eq + 1:i]
+                key = _ascii(<const char*>s + eq + 1, i - eq - 1)
             elif _is(s, start, klen, b"auth_timestamp", 14):
-                stamp = query[eq + 1:i]
+                stamp = _ascii(<const char*>s + eq + 1, i - eq - 1)
             elif _is(s, start, klen, b"auth_version", 12):
-                version = query[eq + 1:i]
+                version = _ascii(<const char*>s + eq + 1, i - eq - 1)
             elif _is(s, start, klen, b"body_md5", 8):
-                md5 = query[eq + 1:i]
+                md5 = _ascii(<const char*>s + eq + 1, i - eq - 1)
         start = i + 1
     if sig_start < 0 or parts < 2:
         return None
     if sig_end == n:  # last (the Node SDK)
-        signed = query[:sig_start - 1]
+        signed = _ascii(<const char*>s, sig_start - 1)
     elif sig_start == 0:
-        signed = query[sig_end + 1:]
-    else:
-        signed = query[:sig_start] + query[sig_end + 1:]  # in its sorted place (the Python SDK)
+        signed = _ascii(<const char*>s + sig_end + 1, n - sig_end - 1)
+    else:  # in its sorted place (the Python SDK): the parts before and after it
+        signed = PyUnicode_New(n - (sig_end + 1 - sig_start), 127)
+        memcpy(PyUnicode_DATA(signed), s, sig_start)
+        memcpy(<char*>PyUnicode_DATA(signed) + sig_start, s + sig_end + 1, n - sig_end - 1)
     return (signed, key, signature, stamp, version, md5)
 
 
