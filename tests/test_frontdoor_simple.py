@@ -212,3 +212,50 @@ def test_an_sdk_request_is_read_without_httptools(loop: asyncio.AbstractEventLoo
         assert b"".join(transport.out).count(b"HTTP/1.1 200 OK") == 2
 
     loop.run_until_complete(run())
+
+
+_ANSWERS = [
+    HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")]),
+    HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")]),
+    HttpResponse(200, b"[]", headers=[("Access-Control-Allow-Origin", "*")]),
+    HttpResponse(429, b"{}", headers=[("Access-Control-Allow-Origin", "*")]),
+    HttpResponse(404, b'{"error":"Not found."}'),
+    HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "https://a")]),
+    HttpResponse(200, b"{}", "text/plain", headers=[("Access-Control-Allow-Origin", "*")]),
+    HttpResponse(204, b"", headers=[("Allow", "GET")]),
+    HttpResponse(200, b"{}", headers=[("Retry-After", 1)]),  # type: ignore[list-item]
+    HttpResponse(200, b"{}", headers=[("Retry-After", True)]),  # type: ignore[list-item]
+    HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")]),
+]
+
+
+@pytest.mark.skipif(_module("c") is None, reason="the compiled twin is not built")
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.lists(st.integers(min_value=0, max_value=len(_ANSWERS) - 1), min_size=1, max_size=12),
+       close=st.booleans())
+def test_answers_heads_are_the_pure_twins(loop: asyncio.AbstractEventLoop, order: list[int], close: bool) -> None:
+    """The compiled twin reuses the last answer's head when it is the same: never a stale one."""
+
+    def outputs(kind: str) -> bytes:
+        module = _module(kind)
+        assert module is not None
+        answers = iter([_ANSWERS[i] for i in order])
+
+        class Door(module.FrontDoorBase):  # type: ignore[name-defined,misc]
+            __slots__ = ()
+
+        door = Door(Router(), lambda request: next(answers), FrontDoorOptions(max_pipeline=64), lambda: "1.1")
+        transport = _Transport()
+        door.connection_made(transport)
+        last = len(order) - 1
+        door.data_received(b"".join(
+            b"GET /x HTTP/1.1\r\nHost: h\r\n" + (b"Connection: close\r\n" if close and i == last else b"") + b"\r\n"
+            for i in range(len(order))
+        ))
+        return b"".join(transport.out)
+
+    async def both() -> tuple[bytes, bytes]:
+        return outputs("c"), outputs("py")
+
+    compiled, pure = loop.run_until_complete(both())
+    assert compiled == pure

@@ -86,6 +86,24 @@ cdef object _known_name(const unsigned char* name, Py_ssize_t n):
     return None
 
 
+# The last answer's head and what decided it: a publisher gets the same answer over
+# and over, and its head is then reused rather than formatted (one entry, all connections).
+cdef object _last_status = None, _last_ctype = None, _last_headers = None
+cdef Py_ssize_t _last_len = -1
+cdef bint _last_keep = False
+cdef bytes _last_head = None
+
+
+cdef bint _plain(list headers):
+    """True when every header is a (str, str) tuple (so equal lists give equal heads)."""
+    for item in headers:
+        if type(item) is not tuple or len(<tuple>item) != 2:
+            return False
+        if type((<tuple>item)[0]) is not str or type((<tuple>item)[1]) is not str:
+            return False
+    return True
+
+
 cdef inline str _ascii(const char* p, Py_ssize_t n):
     """A str of ``n`` ASCII bytes: what their latin-1 decoding gives, without its scan."""
     cdef str text = PyUnicode_New(n, 127)
@@ -607,17 +625,30 @@ cdef class FrontDoorBase:
 
     cdef Py_ssize_t _write(self, response, bint keep_alive) except -1:
         """Queue one response (:meth:`_flush` writes what is queued); returns its size."""
+        global _last_status, _last_ctype, _last_headers, _last_len, _last_keep, _last_head
         status = response.status
         body = response.body
-        line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
-        extra = "".join([f"{k}: {v}\r\n" for k, v in response.headers]) if response.headers else ""
-        if not keep_alive:
-            extra += "Connection: close\r\n"
-        if status != 204:  # a 204 has no content, so no content headers
-            head = f"{line}Content-Type: {response.content_type}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+        ctype = response.content_type
+        headers = response.headers
+        cdef Py_ssize_t n = len(body)
+        cdef bint plain = type(status) is int and type(ctype) is str and type(headers) is list and _plain(headers)
+        if (plain and _last_head is not None and n == _last_len and keep_alive == _last_keep
+                and status == _last_status and ctype == _last_ctype and headers == _last_headers):
+            head_bytes = _last_head  # the same head as the last answer's
         else:
-            head = f"{line}{extra}\r\n"
-        data = head.encode("latin-1") + body
+            line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
+            extra = "".join([f"{k}: {v}\r\n" for k, v in headers]) if headers else ""
+            if not keep_alive:
+                extra += "Connection: close\r\n"
+            if status != 204:  # a 204 has no content, so no content headers
+                head = f"{line}Content-Type: {ctype}\r\nContent-Length: {n}\r\n{extra}\r\n"
+            else:
+                head = f"{line}{extra}\r\n"
+            head_bytes = head.encode("latin-1")
+            if plain:
+                _last_status, _last_ctype, _last_headers = status, ctype, list(headers)
+                _last_len, _last_keep, _last_head = n, keep_alive, head_bytes
+        data = head_bytes + body
         self.out.append(data)
         if not keep_alive:
             self.flags |= _CLOSE_AFTER
