@@ -88,10 +88,9 @@ cdef object _known_name(const unsigned char* name, Py_ssize_t n):
 
 # The last answer's head and what decided it: a publisher gets the same answer over
 # and over, and its head is then reused rather than formatted (one entry, all connections).
-cdef object _last_status = None, _last_ctype = None, _last_headers = None
-cdef Py_ssize_t _last_len = -1
-cdef bint _last_keep = False
-cdef bytes _last_head = None
+# (status, content type, headers, body length, keep-alive, head): one tuple, replaced
+# whole, so a reader never sees half of one answer and half of another.
+cdef tuple _LAST = None
 
 
 cdef bint _plain(list headers):
@@ -625,16 +624,17 @@ cdef class FrontDoorBase:
 
     cdef Py_ssize_t _write(self, response, bint keep_alive) except -1:
         """Queue one response (:meth:`_flush` writes what is queued); returns its size."""
-        global _last_status, _last_ctype, _last_headers, _last_len, _last_keep, _last_head
+        global _LAST
         status = response.status
         body = response.body
         ctype = response.content_type
         headers = response.headers
         cdef Py_ssize_t n = len(body)
         cdef bint plain = type(status) is int and type(ctype) is str and type(headers) is list and _plain(headers)
-        if (plain and _last_head is not None and n == _last_len and keep_alive == _last_keep
-                and status == _last_status and ctype == _last_ctype and headers == _last_headers):
-            head_bytes = _last_head  # the same head as the last answer's
+        cdef tuple last = _LAST
+        if (plain and last is not None and n == <Py_ssize_t>last[3] and keep_alive == <bint>last[4]
+                and status == last[0] and ctype == last[1] and headers == last[2]):
+            head_bytes = last[5]  # the same head as the last answer's
         else:
             line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
             extra = "".join([f"{k}: {v}\r\n" for k, v in headers]) if headers else ""
@@ -646,8 +646,7 @@ cdef class FrontDoorBase:
                 head = f"{line}{extra}\r\n"
             head_bytes = head.encode("latin-1")
             if plain:
-                _last_status, _last_ctype, _last_headers = status, ctype, list(headers)
-                _last_len, _last_keep, _last_head = n, keep_alive, head_bytes
+                _LAST = (status, ctype, list(headers), n, keep_alive, head_bytes)
         data = head_bytes + body
         self.out.append(data)
         if not keep_alive:
