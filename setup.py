@@ -130,6 +130,7 @@ def _extensions() -> list[Extension]:
             ".".join(src.with_suffix("").parts[1:]),
             [str(src)],
             define_macros=macros,
+            include_dirs=["csrc"],  # hand-written C headers (csrc/soketi_digest.h)
             extra_compile_args=["-O2"] if not debug else ["-O0", "-g"],
             # release builds ship stripped: the symbol tables are most of a .so's size
             extra_link_args=["-s"] if STRIP and not (debug or trace) else [],

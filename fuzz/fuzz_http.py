@@ -84,11 +84,13 @@ env = {"SOKETI_DEFAULT_APP_ID": APP_ID, "SOKETI_DEFAULT_APP_KEY": APP_KEY, "SOKE
 service = Pusher(load_config(None, environ=env))
 service._api_object.clock = lambda: float(NOW)  # the seeds' timestamps stay fresh
 options = FrontDoorOptions(max_body=64 * 1024, max_pipeline=8)
+# as the server wires them: the signed trigger's fast path first (twins/_trigger)
+handle_http, check_http_head = service.http_entry_points()
 
 
 async def _feed(data: bytes) -> FakeTransport:
     transport = FakeTransport()
-    door = Door(Router(), service.handle_http, options, lambda: "1.1", service.check_http_head)
+    door = Door(Router(), handle_http, options, lambda: "1.1", check_http_head)
     door.connection_made(transport)  # type: ignore[arg-type]
     cut = data[0] if data else 0
     for chunk in (data[1:1 + cut], data[1 + cut:]):

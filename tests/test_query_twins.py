@@ -43,6 +43,18 @@ def test_the_sdk_form_is_taken_as_it_is() -> None:
     assert _query_py.signed_query("a=%41&auth_signature=x") is None  # escaped: built
 
 
+def test_the_python_sdk_form_is_taken_without_its_signature() -> None:
+    # pusher-http-python sorts every parameter, auth_signature included
+    params = sign_api_request("key", "secret", "POST", "/apps/1/events", body=b"{}")
+    query = "&".join(f"{k}={params[k]}" for k in sorted(params))
+    assert query.index("auth_signature=") < query.index("auth_timestamp=")
+    expected = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature")
+    assert _query_py.signed_query(query) == expected
+    assert _query_py.signed_query("auth_signature=x&a=1") == "a=1"
+    assert _query_py.signed_query("a=1&auth_signature=x&auth_signature=y") is None  # twice: built
+    assert _query_py.signed_query("auth_signature=x") is None  # nothing else: built
+
+
 try:
     _query_c = importlib.import_module("soketi_impl.twins._query_c")
 except ImportError:  # the pure build; tests/test_speedups.py says whether that is expected

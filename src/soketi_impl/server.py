@@ -105,8 +105,8 @@ class Server:
         self._server = await self._listen(self.config.port, self.reuse_port)
 
     async def _listen(self, port: int, reuse_port: bool) -> asyncio.base_events.Server:
-        router, handle_http, options = self.router, self.service.handle_http, self.options
-        check_head = self.service.check_http_head
+        router, options = self.router, self.options
+        handle_http, check_head = self.service.http_entry_points()
         return await asyncio.get_running_loop().create_server(
             lambda: FrontDoor(router, handle_http, options, new_socket_id, check_head),
             self.config.host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=4096,

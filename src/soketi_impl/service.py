@@ -264,6 +264,20 @@ class Pusher(HookDecorators):
         check = getattr(self._api_object, "check_head", None)
         return check(request) if check is not None else None
 
+    def http_entry_points(self) -> tuple[Any, Any]:
+        """:meth:`handle_http` and :meth:`check_http_head` for a host that parses HTTP itself.
+
+        The same answers, with the signed trigger's fast path tried first in compiled
+        code (:class:`soketi_impl.twins._trigger_py.TriggerPath`): the picows front door
+        takes these.
+        """
+        fast = getattr(self._api_object, "fast", None)
+        if fast is None:
+            return self.handle_http, self.check_http_head
+        fast.general_handle = self.handle_http
+        fast.general_check = self.check_http_head
+        return fast.handle_http, fast.check_http_head
+
     # -- the in-process API, delegated to the core --
 
     async def trigger(

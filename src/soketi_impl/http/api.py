@@ -35,6 +35,7 @@ from urllib.parse import unquote
 import orjson
 
 from ..signing import HmacSha256, SignatureError, check_api_head, check_api_signature
+from ..twins._trigger import TriggerPath
 from . import channels, events, users
 from .cors import Cors
 from .errors import ApiError, echo, error_response
@@ -144,11 +145,16 @@ class HttpApi:
         # The last head check_head accepted, so handle does not route and parse it again
         # (one entry: a host checks a head, reads its body, then calls handle).
         self._checked: tuple[str, str, str, _Head] | None = None
+        #: Signed triggers of the common case, answered in one call (twins/_trigger).
+        self.fast = TriggerPath(self)
 
     # ------------------------------------------------------------------ entry points
 
     def handle(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         """Answer one request: an :class:`HttpResponse`, or an awaitable of one for API calls."""
+        fast = self.fast.handle(request)
+        if fast is not None:
+            return fast
         if request.path in HEALTH_PATHS or self.prefix:
             health = self._health(request)
             if health is not None:
@@ -225,6 +231,8 @@ class HttpApi:
         :meth:`handle`. Health and ``OPTIONS`` requests are left to :meth:`handle`, and
         so is a request whose app the app manager must first ask its database for.
         """
+        if self.fast.head(request):
+            return None  # a trigger whose head passes every check below
         if request.method == "OPTIONS" or (
             request.path in HEALTH_PATHS or (self.prefix and self._health_path(request.path) is not None)
         ):

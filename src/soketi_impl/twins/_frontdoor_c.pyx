@@ -15,6 +15,8 @@ from functools import partial
 import httptools
 import orjson
 
+from libc.string cimport memchr, memcmp, memcpy
+
 from soketi_impl.http.types import REASONS, HttpRequest, HttpResponse
 
 __all__ = ["FrontDoorBase"]
@@ -24,6 +26,7 @@ log = logging.getLogger("soketi_impl.http")
 _REASONS = {**REASONS, 408: "Request Timeout", 426: "Upgrade Required"}
 cdef dict _STATUS_LINES = {status: f"HTTP/1.1 {status} {reason}\r\n" for status, reason in _REASONS.items()}
 cdef dict _NO_HEADERS = {}
+cdef object _new_request = HttpRequest.__new__
 cdef list _NO_OUT = []  # shared by closed connections: nothing is appended once closing
 
 # The header names clients send, as they spell them, to their lower-cased str: one dict
@@ -42,6 +45,80 @@ cdef dict _HEADER_NAMES = {
 }
 
 
+cdef extern from "Python.h":
+    char* PyBytes_AS_STRING(object o)
+    Py_ssize_t PyBytes_GET_SIZE(object o)
+    bytes PyBytes_FromStringAndSize(const char* v, Py_ssize_t n)
+    str PyUnicode_DecodeLatin1(const char* s, Py_ssize_t size, const char* errors)
+    str PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
+
+# FrontDoorBase._simple_request: the bytes of a plain request's target (unreserved,
+# sub-delimiters, ":@/?%") and of its header names (letters, digits, "-").
+cdef bint _URL_OK[256]
+cdef bint _NAME_OK[256]
+for _c in range(256):
+    _URL_OK[_c] = chr(_c) in (
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%"
+    )
+    _NAME_OK[_c] = chr(_c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"
+
+
+# The lower-case names of _HEADER_NAMES, for _simple_request to take a header's key
+# without making its name a bytes object first.
+cdef list _KNOWN_NAMES = sorted(set(_HEADER_NAMES.values()))
+cdef bytes _KNOWN_JOINED = b"".join([name.encode("latin-1") for name in _KNOWN_NAMES])
+cdef Py_ssize_t _KNOWN_COUNT = len(_KNOWN_NAMES)
+cdef Py_ssize_t _KNOWN_LENGTHS[64]
+for _c, _name in enumerate(_KNOWN_NAMES):
+    _KNOWN_LENGTHS[_c] = len(_name)
+
+
+cdef object _known_name(const unsigned char* name, Py_ssize_t n):
+    """The lower-case str of a header name of _HEADER_NAMES spelt in any case, or None."""
+    cdef const char* known = PyBytes_AS_STRING(_KNOWN_JOINED)
+    cdef Py_ssize_t i
+    for i in range(_KNOWN_COUNT):
+        if _KNOWN_LENGTHS[i] == n and _lower_is(name, known, n):
+            return _KNOWN_NAMES[i]
+        known += _KNOWN_LENGTHS[i]
+    return None
+
+
+# The last answer's head and what decided it: a publisher gets the same answer over
+# and over, and its head is then reused rather than formatted (one entry, all connections).
+# (status, content type, headers, body length, keep-alive, head): one tuple, replaced
+# whole, so a reader never sees half of one answer and half of another.
+cdef tuple _LAST = None
+
+
+cdef bint _plain(list headers):
+    """True when every header is a (str, str) tuple (so equal lists give equal heads)."""
+    for item in headers:
+        if type(item) is not tuple or len(<tuple>item) != 2:
+            return False
+        if type((<tuple>item)[0]) is not str or type((<tuple>item)[1]) is not str:
+            return False
+    return True
+
+
+cdef inline str _ascii(const char* p, Py_ssize_t n):
+    """A str of ``n`` ASCII bytes: what their latin-1 decoding gives, without its scan."""
+    cdef str text = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(text), p, n)
+    return text
+
+
+cdef inline bint _lower_is(const unsigned char* s, const char* lower, Py_ssize_t n) noexcept:
+    """``s[:n]`` equals ``lower`` (lower-case letters and "-") case-insensitively."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if (s[i] | 0x20) != <unsigned char>lower[i]:
+            return False
+    return True
+
+
 # FrontDoorBase.flags: one C int for every flag.
 cdef int _FIRST = 1  # still in the first request: its raw bytes are kept for the picows hand-off
 cdef int _BUSY = 2  # an async handler is running
@@ -57,6 +134,7 @@ cdef int _OVERFLOW = 128  # too many pipelined requests: answer the queued ones,
 cdef int _ARM_HEAD = 256
 cdef int _ARM_BODY = 512
 cdef int _ARMS = _ARM_HEAD | _ARM_BODY
+cdef int _IN_MESSAGE = 1024  # httptools is inside a request (from its first byte to its end)
 
 
 cdef class FrontDoorBase:
@@ -70,6 +148,9 @@ cdef class FrontDoorBase:
     cdef public Py_ssize_t head_size
     cdef public double deadline
     cdef public int flags
+    #: Whole plain requests are read without httptools (see _simple_request); tests
+    #: switch it off to compare with httptools' reading.
+    cdef public bint simple
     # options.max_head, read once: checked for every piece of every head (the options
     # of a listening socket do not change)
     cdef Py_ssize_t max_head
@@ -101,6 +182,7 @@ cdef class FrontDoorBase:
         self.timer = None
         self.deadline = 0.0
         self.flags = _FIRST
+        self.simple = True
 
     def pending(self) -> tuple[int, int]:
         """``(requests waiting for an answer, bytes held)`` for this connection.
@@ -140,18 +222,24 @@ cdef class FrontDoorBase:
 
     def data_received(self, data: bytes) -> None:
         """asyncio: bytes from the client, fed to the HTTP parser."""
+        cdef Py_ssize_t used = 0, end
         flags = self.flags
         if flags & (_CLOSING | _OVERFLOW):
             return
-        if flags & _FIRST:
-            self.first += data
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade()
-        except httptools.HttpParserError as exc:
-            if not self.flags & _CLOSING:
-                self._reply_and_close(400, f"Malformed HTTP request: {exc}")
+        if self.simple and type(data) is bytes:
+            # Whole requests of the plain kind, read here; whatever else is left, httptools reads
+            while not self.flags & (_CLOSING | _OVERFLOW | _IN_MESSAGE):
+                end = self._simple_request(<bytes>data, used)
+                if end < 0:
+                    break
+                used = end
+            if used:
+                data = (
+                    PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + used, len(data) - used)
+                    if used < len(data) and not self.flags & _CLOSING else b""
+                )
+        if data:
+            self._feed(data)
         flags = self.flags
         if flags & _ARMS:
             self.flags = flags & ~_ARMS
@@ -160,6 +248,116 @@ cdef class FrontDoorBase:
                 self._arm(opts.body_timeout if flags & _ARM_BODY else opts.head_timeout)
         if self.queue:
             self._update_reading()
+
+    cdef _feed(self, data):
+        if self.flags & _FIRST:
+            self.first += data
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgrade()
+        except httptools.HttpParserError as exc:
+            if not self.flags & _CLOSING:
+                self._reply_and_close(400, f"Malformed HTTP request: {exc}")
+
+    cdef Py_ssize_t _simple_request(self, bytes data, Py_ssize_t pos) except -2:
+        """One whole request of the plain kind at ``data[pos:]``, handled as the httptools
+        callbacks handle it; its end, or -1 (nothing done) for any other.
+
+        The plain kind: ``POST`` to an origin-form target of unreserved, sub-delimiter and
+        ``:@/?%`` characters, ``HTTP/1.1``, headers ``Name: value`` (letters, digits and
+        ``-``; printable ASCII without leading or trailing space), one ``Content-Length``
+        of 1 to 10 digits, none of ``Transfer-Encoding``, ``Upgrade``, ``Expect``, and
+        ``Connection`` only as ``keep-alive``; within ``max_head`` and ``max_body``, the
+        body in ``data``. llhttp reads every such request the same way (every piece of
+        it is in what llhttp takes), so the answer is the same; the rest goes to httptools.
+        """
+        cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t i, url_start, url_end, name_start, colon, value_start, count = 0
+        cdef Py_ssize_t head, length = -1, k, body_end
+        cdef Py_ssize_t spans[4 * 32]
+        if n - pos < 20 or memcmp(s + pos, b"POST /", 6) != 0:
+            return -1
+        i = pos + 5
+        url_start = i
+        while i < n and _URL_OK[s[i]]:
+            i += 1
+        url_end = i
+        if n - i < 11 or memcmp(s + i, b" HTTP/1.1\r\n", 11) != 0:
+            return -1
+        i += 11
+        head = url_end - url_start
+        while True:
+            if n - i < 2:
+                return -1
+            if s[i] == 13 and s[i + 1] == 10:
+                i += 2
+                break
+            if count == 32:
+                return -1
+            name_start = i
+            while i < n and _NAME_OK[s[i]]:
+                i += 1
+            colon = i
+            if colon == name_start or n - i < 3 or s[i] != 58 or s[i + 1] != 32:  # ": "
+                return -1
+            i += 2
+            value_start = i
+            while i < n and 32 <= s[i] <= 126:
+                i += 1
+            if i == value_start or n - i < 2 or s[i] != 13 or s[i + 1] != 10:
+                return -1
+            if s[value_start] == 32 or s[i - 1] == 32:
+                return -1
+            k = colon - name_start
+            if k == 14 and _lower_is(s + name_start, b"content-length", 14):
+                if length >= 0 or i - value_start > 10:
+                    return -1
+                length = 0
+                for k in range(value_start, i):
+                    if not 48 <= s[k] <= 57:
+                        return -1
+                    length = length * 10 + (s[k] - 48)
+            elif (k == 17 and _lower_is(s + name_start, b"transfer-encoding", 17)) or (
+                k == 7 and _lower_is(s + name_start, b"upgrade", 7)) or (
+                k == 6 and _lower_is(s + name_start, b"expect", 6)):
+                return -1
+            elif k == 10 and _lower_is(s + name_start, b"connection", 10):
+                if i - value_start != 10 or not _lower_is(s + value_start, b"keep-alive", 10):
+                    return -1
+            spans[4 * count] = name_start
+            spans[4 * count + 1] = colon
+            spans[4 * count + 2] = value_start
+            spans[4 * count + 3] = i
+            count += 1
+            head += (colon - name_start) + (i - value_start)
+            i += 2
+        if length <= 0 or head > self.max_head or length > self.options.max_body or n - i < length:
+            return -1
+        body_end = i + length
+        # what llhttp's callbacks would do, in their order
+        cdef const char* c = <const char*>s
+        self._message_begin()
+        self._url(PyBytes_FromStringAndSize(c + url_start, url_end - url_start))
+        for k in range(count):
+            # _header(name, value) for a name of letters, digits and "-": its key is its
+            # lower-case form, its value the latin-1 text (taken from ``data`` in place)
+            name_start = spans[4 * k]
+            colon = spans[4 * k + 1] - name_start
+            value_start = spans[4 * k + 2]
+            head = spans[4 * k + 3] - value_start
+            key = _known_name(s + name_start, colon)
+            if key is None:
+                key = PyUnicode_DecodeLatin1(c + name_start, colon, NULL).lower()
+            self.head_size += colon + head
+            (<dict>self.headers)[key] = _ascii(c + value_start, head)  # (printable ASCII)
+        self._headers_complete(b"POST", True)
+        if self.flags & _CLOSING:
+            return n  # answered from its head: the rest of this read is not read
+        self._body(PyBytes_FromStringAndSize(c + i, length))
+        self._message_complete()
+        return body_end
 
     def pause_writing(self) -> None:
         """asyncio: the write buffer is over its high-water mark: stop reading and answering."""
@@ -174,6 +372,10 @@ cdef class FrontDoorBase:
     # -- httptools callbacks --
     def on_message_begin(self) -> None:
         """httptools: a request starts; its head must arrive within ``head_timeout``."""
+        self._message_begin()
+
+    cdef _message_begin(self):
+        self.flags |= _IN_MESSAGE
         self.url = b""
         self.headers = {}
         self.body = b""
@@ -182,6 +384,9 @@ cdef class FrontDoorBase:
 
     def on_url(self, bytes url) -> None:
         """httptools: part of the request target."""
+        self._url(url)
+
+    cdef _url(self, bytes url):
         self.url += url
         self.head_size += len(url)
         if self.head_size > self.max_head:
@@ -189,7 +394,9 @@ cdef class FrontDoorBase:
 
     def on_header(self, bytes name, bytes value) -> None:
         """httptools: one header (names lower-cased; a repeated one keeps the last value)."""
-        # inline, not a call per header: this runs ~10 times per request
+        self._header(name, value)
+
+    cdef _header(self, bytes name, bytes value):
         self.head_size += len(name) + len(value)
         if self.head_size > self.max_head:
             self._head_too_large()
@@ -205,6 +412,9 @@ cdef class FrontDoorBase:
         parser = self.parser
         if parser.should_upgrade():
             return  # feed_data raises HttpParserUpgrade next
+        self._headers_complete(parser.get_method(), parser.should_keep_alive())
+
+    cdef _headers_complete(self, bytes method, bint keep_alive):
         self.flags &= ~_FIRST
         self.first = b""
         opts = self.options
@@ -213,25 +423,32 @@ cdef class FrontDoorBase:
             self._reply_and_close(413, f"Request body over {opts.max_body} bytes.")
             return
         cdef bytes url = self.url
-        cdef bytes path, query, method
-        cdef Py_ssize_t mark
-        if url[:1] == b"/" and b"#" not in url:
+        cdef bytes path, query
+        cdef const char* u = PyBytes_AS_STRING(url)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(url)
+        cdef const char* mark
+        # HttpRequest(method, path, query, headers, b"", keep_alive), its fields set here:
+        # the dataclass's __init__ is a Python function (~1k instructions a request)
+        request = _new_request(HttpRequest)
+        request.method = method.decode()
+        if n and u[0] == b"/" and memchr(u, b"#", n) == NULL:
             # origin-form, as every client sends (llhttp checked its characters): what
-            # httptools.parse_url answers, without its cost
-            mark = url.find(b"?")
-            if mark < 0:
-                path, query = url, b""
+            # httptools.parse_url answers, without its cost, decoded from the url in place
+            mark = <const char*>memchr(u, b"?", n)
+            if mark == NULL:
+                request.path = PyUnicode_DecodeUTF8(u, n, "replace")
+                request.query = ""
             else:
-                path, query = url[:mark], url[mark + 1:]
+                request.path = PyUnicode_DecodeUTF8(u, mark - u, "replace")
+                request.query = PyUnicode_DecodeUTF8(mark + 1, n - (mark - u) - 1, "replace")
         else:
             parsed = httptools.parse_url(url)
             path, query = parsed.path or b"/", parsed.query or b""
-        method = parser.get_method()
-        request = HttpRequest(
-            method.decode(), path.decode("utf-8", "replace"),
-            query.decode("utf-8", "replace") if query else "", self.headers, b"",
-            parser.should_keep_alive(),
-        )
+            request.path = path.decode("utf-8", "replace")
+            request.query = query.decode("utf-8", "replace") if query else ""
+        request.headers = self.headers
+        request.body = b""
+        request.keep_alive = keep_alive
         # Only for a request with a body (without one the handler answers as soon, and
         # the connection stays open), and only when nothing is queued: an early answer
         # must not overtake earlier ones.
@@ -253,6 +470,9 @@ cdef class FrontDoorBase:
 
     def on_body(self, bytes body) -> None:
         """httptools: part of the body, kept in one buffer."""
+        self._body(body)
+
+    cdef _body(self, bytes body):
         if self.flags & _CLOSING:
             return
         held = self.body
@@ -269,6 +489,10 @@ cdef class FrontDoorBase:
 
     def on_message_complete(self) -> None:
         """httptools: a whole request: queue it and answer in order."""
+        self._message_complete()
+
+    cdef _message_complete(self):
+        self.flags &= ~_IN_MESSAGE
         flags = self.flags
         request = self.request
         if flags & _CLOSING or request is None:
@@ -292,11 +516,11 @@ cdef class FrontDoorBase:
             self._next()
 
     # -- internals --
-    def _head_too_large(self) -> None:
+    cdef _head_too_large(self):
         if not self.flags & _CLOSING:
             self._reply_and_close(431, "Request head too large.")
 
-    def _arm(self, delay: float) -> None:
+    cdef _arm(self, double delay):
         """Move this connection's one deadline; a single timer handle follows it lazily."""
         loop = asyncio.get_running_loop()
         self.deadline = deadline = loop.time() + delay
@@ -332,7 +556,7 @@ cdef class FrontDoorBase:
             else:
                 t.close()
 
-    def _update_reading(self) -> None:
+    cdef _update_reading(self):
         """Read while answers can go out and nothing waits for one; else pause."""
         t = self.transport
         if t is None:
@@ -349,7 +573,7 @@ cdef class FrontDoorBase:
             self.flags = flags & ~_RPAUSED
             t.resume_reading()
 
-    def _next(self) -> None:
+    cdef _next(self):
         """Answer queued requests one at a time, in order (pipelining-safe).
 
         The answers to every request that one read brought in leave in one write,
@@ -398,25 +622,38 @@ cdef class FrontDoorBase:
         self._write(response, request.keep_alive)
         self._next()
 
-    def _write(self, response: HttpResponse, keep_alive: bool) -> int:
+    cdef Py_ssize_t _write(self, response, bint keep_alive) except -1:
         """Queue one response (:meth:`_flush` writes what is queued); returns its size."""
+        global _LAST
         status = response.status
         body = response.body
-        line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
-        extra = "".join([f"{k}: {v}\r\n" for k, v in response.headers]) if response.headers else ""
-        if not keep_alive:
-            extra += "Connection: close\r\n"
-        if status != 204:  # a 204 has no content, so no content headers
-            head = f"{line}Content-Type: {response.content_type}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+        ctype = response.content_type
+        headers = response.headers
+        cdef Py_ssize_t n = len(body)
+        cdef bint plain = type(status) is int and type(ctype) is str and type(headers) is list and _plain(headers)
+        cdef tuple last = _LAST
+        if (plain and last is not None and n == <Py_ssize_t>last[3] and keep_alive == <bint>last[4]
+                and status == last[0] and ctype == last[1] and headers == last[2]):
+            head_bytes = last[5]  # the same head as the last answer's
         else:
-            head = f"{line}{extra}\r\n"
-        data = head.encode("latin-1") + body
+            line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
+            extra = "".join([f"{k}: {v}\r\n" for k, v in headers]) if headers else ""
+            if not keep_alive:
+                extra += "Connection: close\r\n"
+            if status != 204:  # a 204 has no content, so no content headers
+                head = f"{line}Content-Type: {ctype}\r\nContent-Length: {n}\r\n{extra}\r\n"
+            else:
+                head = f"{line}{extra}\r\n"
+            head_bytes = head.encode("latin-1")
+            if plain:
+                _LAST = (status, ctype, list(headers), n, keep_alive, head_bytes)
+        data = head_bytes + body
         self.out.append(data)
         if not keep_alive:
             self.flags |= _CLOSE_AFTER
         return len(data)
 
-    def _flush(self) -> None:
+    cdef _flush(self):
         t = self.transport
         if not self.out:
             return
@@ -429,11 +666,11 @@ cdef class FrontDoorBase:
             self.flags |= _CLOSING
             self._linger(t)
 
-    def _reply_and_close(self, status: int, message: str) -> None:
+    cdef _reply_and_close(self, int status, str message):
         log.debug("HTTP %d: %s", status, message)
         self._answer_and_linger(HttpResponse(status, orjson.dumps({"error": message})))
 
-    def _answer_and_linger(self, response: HttpResponse) -> None:
+    cdef _answer_and_linger(self, response):
         """Answer and close without reading the rest of the request.
 
         Closing a socket with unread input makes the kernel send a reset, which can
@@ -455,7 +692,7 @@ cdef class FrontDoorBase:
         )
         self._linger(t)
 
-    def _linger(self, t: asyncio.Transport) -> None:
+    cdef _linger(self, t):
         """Shut the write side once the answers are out, discard input, cut after ``linger``."""
         if self.flags & _RPAUSED:
             self.flags &= ~_RPAUSED
@@ -471,7 +708,7 @@ cdef class FrontDoorBase:
         """Switch ``transport`` to the WebSocket protocol and replay ``data`` (the subclass's)."""
         raise NotImplementedError
 
-    def _upgrade(self) -> None:
+    cdef _upgrade(self):
         """Hand the socket to picows, replaying what was read so far."""
         transport = self.transport
         if transport is None or self.flags & _CLOSING:

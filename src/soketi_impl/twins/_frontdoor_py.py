@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -69,6 +70,14 @@ _OVERFLOW = 128  # too many pipelined requests: answer the queued ones, then 429
 _ARM_HEAD = 256
 _ARM_BODY = 512
 _ARMS = _ARM_HEAD | _ARM_BODY
+_IN_MESSAGE = 1024  # httptools is inside a request (from its first byte to its end)
+
+# FrontDoorBase._simple_request: the bytes of a plain request's target (unreserved,
+# sub-delimiters, ":@/?%") and of its header names (letters, digits, "-").
+_REQUEST_LINE = re.compile(rb"POST (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.1")
+# a value of printable ASCII, without leading or trailing space
+_HEADER_LINE = re.compile(rb"([A-Za-z0-9\-]+): ([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)")
+_NOT_PLAIN = (b"transfer-encoding", b"upgrade", b"expect")
 
 
 class FrontDoorBase:
@@ -83,7 +92,7 @@ class FrontDoorBase:
     __slots__ = (
         "router", "http_handler", "check_head", "options", "new_socket_id", "transport", "parser",
         "first", "url", "headers", "request", "body", "head_size", "queue", "out", "timer",
-        "deadline", "flags",
+        "deadline", "flags", "simple",
     )
 
     def __init__(
@@ -112,6 +121,10 @@ class FrontDoorBase:
         self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0
         self.flags = _FIRST
+        #: Whole plain requests are read without httptools (see _simple_request). Off in
+        #: this twin: read in Python it costs more than httptools' C reading does (the
+        #: compiled twin has it on); tests switch it on and off to compare the two readings.
+        self.simple = False
 
     def pending(self) -> tuple[int, int]:
         """``(requests waiting for an answer, bytes held)`` for this connection.
@@ -154,15 +167,18 @@ class FrontDoorBase:
         flags = self.flags
         if flags & (_CLOSING | _OVERFLOW):
             return
-        if flags & _FIRST:
-            self.first += data
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade()
-        except httptools.HttpParserError as exc:
-            if not self.flags & _CLOSING:
-                self._reply_and_close(400, f"Malformed HTTP request: {exc}")
+        if self.simple and type(data) is bytes:
+            # Whole requests of the plain kind, read here; whatever else is left, httptools reads
+            used = 0
+            while not self.flags & (_CLOSING | _OVERFLOW | _IN_MESSAGE):
+                end = self._simple_request(data, used)
+                if end < 0:
+                    break
+                used = end
+            if used:
+                data = data[used:] if used < len(data) and not self.flags & _CLOSING else b""
+        if data:
+            self._feed(data)
         flags = self.flags
         if flags & _ARMS:
             self.flags = flags & ~_ARMS
@@ -171,6 +187,78 @@ class FrontDoorBase:
                 self._arm(opts.body_timeout if flags & _ARM_BODY else opts.head_timeout)
         if self.queue:
             self._update_reading()
+
+    def _feed(self, data: bytes) -> None:
+        if self.flags & _FIRST:
+            self.first += data
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgrade()
+        except httptools.HttpParserError as exc:
+            if not self.flags & _CLOSING:
+                self._reply_and_close(400, f"Malformed HTTP request: {exc}")
+
+    def _simple_request(self, data: bytes, pos: int) -> int:
+        """One whole request of the plain kind at ``data[pos:]``, handled as the httptools
+        callbacks handle it; its end, or -1 (nothing done) for any other.
+
+        The plain kind: ``POST`` to an origin-form target of unreserved, sub-delimiter and
+        ``:@/?%`` characters, ``HTTP/1.1``, headers ``Name: value`` (letters, digits and
+        ``-``; printable ASCII without leading or trailing space), one ``Content-Length``
+        of 1 to 10 digits, none of ``Transfer-Encoding``, ``Upgrade``, ``Expect``, and
+        ``Connection`` only as ``keep-alive``; within ``max_head`` and ``max_body``, the
+        body in ``data``. llhttp reads every such request the same way (every piece of
+        it is in what llhttp takes), so the answer is the same; the rest goes to httptools.
+        """
+        n = len(data)
+        if n - pos < 20 or not data.startswith(b"POST /", pos):
+            return -1
+        line_end = data.find(b"\r\n", pos)
+        line = _REQUEST_LINE.fullmatch(data, pos, line_end) if line_end > 0 else None
+        if line is None:
+            return -1
+        url = line[1]
+        headers: list[tuple[bytes, bytes]] = []
+        length = -1
+        head = len(url)
+        i = line_end + 2
+        while True:
+            end = data.find(b"\r\n", i)
+            if end < 0:
+                return -1
+            if end == i:
+                i += 2
+                break
+            if len(headers) == 32:
+                return -1
+            header = _HEADER_LINE.fullmatch(data, i, end)
+            if header is None:
+                return -1
+            name, value = header[1], header[2]
+            lower = name.lower()
+            if lower == b"content-length":
+                if length >= 0 or len(value) > 10 or not value.isdigit():
+                    return -1
+                length = int(value)
+            elif lower in _NOT_PLAIN or (lower == b"connection" and value.lower() != b"keep-alive"):
+                return -1
+            headers.append((name, value))
+            head += len(name) + len(value)
+            i = end + 2
+        if length <= 0 or head > self.options.max_head or length > self.options.max_body or n - i < length:
+            return -1
+        # what llhttp's callbacks would do, in their order
+        self.on_message_begin()
+        self.on_url(url)
+        for name, value in headers:
+            self.on_header(name, value)
+        self._headers_complete(b"POST", True)
+        if self.flags & _CLOSING:
+            return n  # answered from its head: the rest of this read is not read
+        self.on_body(data[i : i + length])
+        self.on_message_complete()
+        return i + length
 
     def pause_writing(self) -> None:
         """asyncio: the write buffer is over its high-water mark: stop reading and answering."""
@@ -185,6 +273,7 @@ class FrontDoorBase:
     # -- httptools callbacks --
     def on_message_begin(self) -> None:
         """httptools: a request starts; its head must arrive within ``head_timeout``."""
+        self.flags |= _IN_MESSAGE
         self.url = b""
         self.headers = {}
         self.body = b""
@@ -216,6 +305,9 @@ class FrontDoorBase:
         parser = self.parser
         if parser.should_upgrade():
             return  # feed_data raises HttpParserUpgrade next
+        self._headers_complete(parser.get_method(), parser.should_keep_alive())
+
+    def _headers_complete(self, method: bytes, keep_alive: bool) -> None:
         self.flags &= ~_FIRST
         self.first = b""
         opts = self.options
@@ -232,9 +324,8 @@ class FrontDoorBase:
             parsed = httptools.parse_url(url)
             path, query = parsed.path or b"/", parsed.query or b""
         request = HttpRequest(
-            parser.get_method().decode(), path.decode("utf-8", "replace"),
-            query.decode("utf-8", "replace") if query else "", self.headers, b"",
-            parser.should_keep_alive(),
+            method.decode(), path.decode("utf-8", "replace"),
+            query.decode("utf-8", "replace") if query else "", self.headers, b"", keep_alive,
         )
         # Only for a request with a body (without one the handler answers as soon, and
         # the connection stays open), and only when nothing is queued: an early answer
@@ -273,6 +364,7 @@ class FrontDoorBase:
 
     def on_message_complete(self) -> None:
         """httptools: a whole request: queue it and answer in order."""
+        self.flags &= ~_IN_MESSAGE
         flags = self.flags
         request = self.request
         if flags & _CLOSING or request is None:

@@ -14,8 +14,6 @@ __all__ = ["parse_query", "signed_query"]
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
 
-cdef const char* _SIGNATURE = b"&auth_signature="
-cdef Py_ssize_t _SIGNATURE_LEN = 16
 cdef const char* _SIGNATURE_KEY = b"auth_signature"
 cdef Py_ssize_t _SIGNATURE_KEY_LEN = 14
 
@@ -81,29 +79,21 @@ cpdef dict parse_query(str query):
 
 cpdef object signed_query(str query):
     """The query as the signature covers it, when ``query`` is already in that form, else None."""
-    cdef Py_ssize_t n, i, cut, start, eq, prev_start = 0, prev_len = 0, klen, m
+    cdef Py_ssize_t n, i, start, eq, prev_start = 0, prev_len = 0, klen, m
+    cdef Py_ssize_t sig_start = -1, sig_end = -1, parts = 0
     cdef const char* s
     cdef char c
     cdef int cmp
     if not query.isascii():
         return None
     s = PyUnicode_AsUTF8AndSize(query, &n)
-    cut = -1
-    i = n - _SIGNATURE_LEN
-    while i > 0:  # the last "&auth_signature=" (not at 0: the head must not be empty)
-        if s[i] == b"&" and memcmp(s + i, _SIGNATURE, _SIGNATURE_LEN) == 0:
-            cut = i
-            break
-        i -= 1
-    if cut < 0 or s[cut - 1] == b"&":  # (an empty last part: not canonical)
-        return None
-    if memchr(s, b"%", n) != NULL or memchr(s + cut + 1, b"&", n - cut - 1) != NULL:
+    if memchr(s, b"%", n) != NULL:
         return None
     start = 0
-    while start < cut:
+    while start <= n:  # one part per "&" (an empty query is one empty part)
         i = start
         eq = -1
-        while i < cut and s[i] != b"&":
+        while i < n and s[i] != b"&":
             if eq < 0:
                 c = s[i]
                 if c == b"=":
@@ -114,14 +104,25 @@ cpdef object signed_query(str query):
         klen = eq - start
         if eq < 0 or klen == 0:
             return None
+        parts += 1
         if klen == _SIGNATURE_KEY_LEN and memcmp(s + start, _SIGNATURE_KEY, klen) == 0:
-            return None
-        if prev_len:
-            m = klen if klen < prev_len else prev_len
-            cmp = memcmp(s + start, s + prev_start, m)
-            if cmp < 0 or (cmp == 0 and klen <= prev_len):
+            if sig_start >= 0:
                 return None
-        prev_start = start
-        prev_len = klen
+            sig_start = start
+            sig_end = i
+        else:
+            if prev_len:
+                m = klen if klen < prev_len else prev_len
+                cmp = memcmp(s + start, s + prev_start, m)
+                if cmp < 0 or (cmp == 0 and klen <= prev_len):
+                    return None
+            prev_start = start
+            prev_len = klen
         start = i + 1
-    return query[:cut]
+    if sig_start < 0 or parts < 2:
+        return None
+    if sig_end == n:  # last (the Node SDK)
+        return query[:sig_start - 1]
+    if sig_start == 0:
+        return query[sig_end + 1:]
+    return query[:sig_start] + query[sig_end + 1:]  # in its sorted place (the Python SDK)

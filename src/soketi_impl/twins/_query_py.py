@@ -11,7 +11,6 @@ from urllib.parse import unquote
 
 __all__ = ["parse_query", "signed_query"]
 
-_SIGNATURE = "&auth_signature="
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -50,20 +49,32 @@ def signed_query(query: str) -> str | None:
 
     The form (see :func:`soketi_impl.signing.api_string_to_sign`): every parameter but
     ``auth_signature``, ``k=v`` sorted by key, joined by ``&``. ``query`` is in it when
-    it is exactly that followed by ``&auth_signature=...``: ASCII, no percent-escape, keys of
-    ``a-z 0-9 _`` in strictly increasing order, each with ``=``. Then the answer is the
-    text before ``&auth_signature=``, equal to what the check would build from
-    :func:`parse_query`'s dict; None means: build it.
+    taking out its one ``auth_signature=...`` part leaves exactly that: ASCII, no
+    percent-escape, keys of ``a-z 0-9 _`` in strictly increasing order, each with ``=``,
+    and at least one of them. The SDKs send it so: the Node SDK with the signature
+    last, the Python SDK with it in its sorted place. Then the answer is the query
+    without that part, equal to what the check would build from :func:`parse_query`'s
+    dict; None means: build it.
     """
-    if not query.isascii():
+    if not query.isascii() or "%" in query:
         return None
-    head, sep, signature = query.rpartition(_SIGNATURE)
-    if not sep or not head or "&" in signature or "%" in query:
+    parts = query.split("&")
+    if len(parts) < 2:
         return None
+    signature = -1
     previous = ""
-    for part in head.split("&"):
+    for i, part in enumerate(parts):
         key, eq, _ = part.partition("=")
-        if not eq or not key or key <= previous or key == "auth_signature" or not _KEY_CHARS.issuperset(key):
+        if not eq or not key or not _KEY_CHARS.issuperset(key):
             return None
-        previous = key
-    return head
+        if key == "auth_signature":
+            if signature >= 0:
+                return None
+            signature = i
+        elif key <= previous:
+            return None
+        else:
+            previous = key
+    if signature < 0:
+        return None
+    return "&".join(parts[:signature] + parts[signature + 1 :])

@@ -1,0 +1,261 @@
+"""The front door's own reading of plain requests (``FrontDoorBase._simple_request``)
+against httptools' reading of the same bytes: the same requests reach the handler, the
+same answers leave, the connection ends the same way, for either twin.
+
+Requests are drawn from plain ones and from every way of being not quite plain (other
+methods and versions, odd targets, header spellings and spacing, framing headers,
+partial bodies, garbage), then cut into reads at random places.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from soketi_impl.hosts.picows import FrontDoorOptions
+from soketi_impl.http.types import HttpRequest, HttpResponse
+from soketi_impl.router import Router
+
+
+def _module(kind: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(f"soketi_impl.twins._frontdoor_{kind}")
+    except ImportError:  # the pure build; tests/test_speedups.py says whether that is expected
+        return None
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.events: list[str] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.out.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        self.events.append("pause")
+
+    def resume_reading(self) -> None:
+        self.events.append("resume")
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.events.append("eof")
+
+    def close(self) -> None:
+        self.events.append("close")
+        self.closing = True
+
+    def abort(self) -> None:
+        self.events.append("abort")
+        self.closing = True
+
+
+def _door(kind: str, simple: bool) -> tuple[Any, _Transport, list[Any]]:
+    module = _module(kind)
+    assert module is not None
+    seen: list[Any] = []
+
+    def handler(request: HttpRequest) -> HttpResponse:
+        seen.append((request.method, request.path, request.query, dict(request.headers), bytes(request.body),
+                     request.keep_alive))
+        return HttpResponse(200, repr(seen[-1][:3]).encode())
+
+    def check_head(request: HttpRequest) -> HttpResponse | None:
+        seen.append(("head", request.method, request.path, request.query, dict(request.headers)))
+        return HttpResponse(401, b'{"error":"no"}') if request.path == "/refuse" else None
+
+    class Door(module.FrontDoorBase):  # type: ignore[name-defined,misc]
+        __slots__ = ()
+
+        def _hand_off(self, transport: Any, data: bytes, path: str) -> None:
+            seen.append(("upgrade", path, data))
+
+    options = FrontDoorOptions(max_head=600, max_body=300, max_pipeline=4)
+    door = Door(Router(), handler, options, lambda: "1.1", check_head)
+    door.simple = simple
+    transport = _Transport()
+    door.connection_made(transport)
+    return door, transport, seen
+
+
+def _head(method: bytes = b"POST", target: bytes = b"/apps/1/events?a=1&b=2", version: bytes = b"HTTP/1.1",
+          headers: tuple[tuple[bytes, bytes], ...] = (), sep: bytes = b": ") -> bytes:
+    lines = [method + b" " + target + b" " + version]
+    lines += [name + sep + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+_good_target = st.sampled_from([b"/apps/1/events?a=1&b=2", b"/refuse", b"/x", b"/~_.-!$&'()*+,;=:@/?%"])
+_bad_target = st.sampled_from([
+    b"/a b", b"/a#frag", b"/%41%zz", b"/\xc3\xa9", b'/"q"', b"/a?x=<y>", b"http://h/abs", b"*", b"/" + b"p" * 700,
+])
+_good_name = st.sampled_from([b"Host", b"host", b"HOST", b"Content-Type", b"X-Pusher-Library", b"Origin", b"X-Custom-1"])
+_good_value = st.sampled_from([b"x", b"127.0.0.1:1", b"application/json", b"a b", b"v" * 100])
+_bad_header = st.sampled_from([
+    (b"Bad Name", b"x"), (b"Bad:Name", b"x"), (b"Transfer-Encoding", b"chunked"), (b"Upgrade", b"websocket"),
+    (b"Expect", b"100-continue"), (b"Connection", b"close"), (b"Connection", b"Upgrade"), (b"", b"x"),
+    (b"Host", b" lead"), (b"Host", b"trail "), (b"Host", b"a\tb"), (b"Host", b""), (b"Host", b"caf\xc3\xa9"),
+    (b"X-Long", b"v" * 500),
+])
+_good_connection = st.sampled_from([(b"Connection", b"keep-alive"), (b"connection", b"Keep-Alive")])
+_mutations = ["method", "version", "sep", "target", "header", "no_length", "short", "long", "twice", "bad_length",
+              "plus_length", "empty_body", "big_body"]
+
+
+@st.composite
+def _request(draw: st.DrawFn) -> bytes:
+    """A plain request, or one with one thing about it not plain (half of them)."""
+    body = draw(st.sampled_from([b"{}", b'{"name":"ev","channel":"c","data":"x"}', b"b" * 290]))
+    headers = list(draw(st.lists(st.tuples(_good_name, _good_value), max_size=4)))
+    if draw(st.booleans()):
+        headers.append(draw(_good_connection))
+    mutation = draw(st.sampled_from(["none"] * len(_mutations) + _mutations))
+    method, version, sep, target = b"POST", b"HTTP/1.1", b": ", draw(_good_target)
+    if mutation == "method":
+        method = draw(st.sampled_from([b"GET", b"post", b"PUT", b"POSTX"]))
+    elif mutation == "version":
+        version = draw(st.sampled_from([b"HTTP/1.0", b"HTTP/2", b"http/1.1"]))
+    elif mutation == "sep":
+        sep = draw(st.sampled_from([b":", b":  ", b" : ", b":\t"]))
+    elif mutation == "target":
+        target = draw(_bad_target)
+    elif mutation == "header":
+        headers.append(draw(_bad_header))
+    elif mutation == "empty_body":
+        body = b""
+    elif mutation == "big_body":
+        body = b"z" * 301
+    length = str(len(body)).encode()
+    if mutation == "short":
+        length = str(len(body) - 1).encode()
+    elif mutation == "long":
+        length = str(len(body) + 3).encode()
+    elif mutation == "bad_length":
+        length = b"1x"
+    elif mutation == "plus_length":
+        length = b"+" + length
+    if mutation != "no_length":
+        headers.append((b"Content-Length", length))
+    if mutation == "twice":
+        headers.append((b"content-length", length))
+    draw(st.randoms()).shuffle(headers)
+    return _head(method=method, target=target, version=version, headers=tuple(headers), sep=sep) + body
+
+
+_stream = st.one_of(
+    st.lists(_request(), min_size=1, max_size=6).map(b"".join),
+    st.tuples(st.lists(_request(), max_size=2).map(b"".join), st.binary(max_size=40)).map(b"".join),
+)
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    asyncio.set_event_loop(lp)
+    yield lp
+    asyncio.set_event_loop(None)
+    lp.close()
+
+
+def _run(kind: str, simple: bool, chunks: list[bytes]) -> Any:
+    door, transport, seen = _door(kind, simple)
+    for chunk in chunks:
+        door.data_received(chunk)
+    return b"".join(transport.out), transport.events, seen, door.flags & ~(1024 | 256 | 512)
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=pytest.mark.skipif(
+    _module("c") is None, reason="the compiled twin is not built"))])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=_stream, cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=4))
+def test_plain_requests_are_read_as_httptools_reads_them(
+    loop: asyncio.AbstractEventLoop, kind: str, stream: bytes, cuts: list[int]
+) -> None:
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)]) if b > a]
+
+    async def both() -> tuple[Any, Any]:
+        return _run(kind, True, chunks), _run(kind, False, chunks)
+
+    mine, theirs = loop.run_until_complete(both())
+    assert mine == theirs
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=pytest.mark.skipif(
+    _module("c") is None, reason="the compiled twin is not built"))])
+def test_an_sdk_request_is_read_without_httptools(loop: asyncio.AbstractEventLoop, kind: str) -> None:
+    raw = _head(headers=((b"Host", b"127.0.0.1:6001"), (b"Connection", b"keep-alive"),
+                         (b"Content-Type", b"application/json"), (b"Content-Length", b"2"))) + b"{}"
+
+    async def run() -> None:
+        door, transport, seen = _door(kind, True)
+        door.parser = None  # httptools must not be needed
+        door.data_received(raw * 2)
+        assert len([s for s in seen if s[0] == "POST"]) == 2
+        assert b"".join(transport.out).count(b"HTTP/1.1 200 OK") == 2
+
+    loop.run_until_complete(run())
+
+
+_ANSWERS = [
+    HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")]),
+    HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")]),
+    HttpResponse(200, b"[]", headers=[("Access-Control-Allow-Origin", "*")]),
+    HttpResponse(429, b"{}", headers=[("Access-Control-Allow-Origin", "*")]),
+    HttpResponse(404, b'{"error":"Not found."}'),
+    HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "https://a")]),
+    HttpResponse(200, b"{}", "text/plain", headers=[("Access-Control-Allow-Origin", "*")]),
+    HttpResponse(204, b"", headers=[("Allow", "GET")]),
+    HttpResponse(200, b"{}", headers=[("Retry-After", 1)]),  # type: ignore[list-item]
+    HttpResponse(200, b"{}", headers=[("Retry-After", True)]),  # type: ignore[list-item]
+    HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")]),
+]
+
+
+@pytest.mark.skipif(_module("c") is None, reason="the compiled twin is not built")
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.lists(st.integers(min_value=0, max_value=len(_ANSWERS) - 1), min_size=1, max_size=12),
+       close=st.booleans())
+def test_answers_heads_are_the_pure_twins(loop: asyncio.AbstractEventLoop, order: list[int], close: bool) -> None:
+    """The compiled twin reuses the last answer's head when it is the same: never a stale one."""
+
+    def outputs(kind: str) -> bytes:
+        module = _module(kind)
+        assert module is not None
+        answers = iter([_ANSWERS[i] for i in order])
+
+        class Door(module.FrontDoorBase):  # type: ignore[name-defined,misc]
+            __slots__ = ()
+
+        door = Door(Router(), lambda request: next(answers), FrontDoorOptions(max_pipeline=64), lambda: "1.1")
+        transport = _Transport()
+        door.connection_made(transport)
+        last = len(order) - 1
+        door.data_received(b"".join(
+            b"GET /x HTTP/1.1\r\nHost: h\r\n" + (b"Connection: close\r\n" if close and i == last else b"") + b"\r\n"
+            for i in range(len(order))
+        ))
+        return b"".join(transport.out)
+
+    async def both() -> tuple[bytes, bytes]:
+        return outputs("c"), outputs("py")
+
+    compiled, pure = loop.run_until_complete(both())
+    assert compiled == pure

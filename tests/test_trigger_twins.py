@@ -1,0 +1,311 @@
+"""The trigger twins (``twins/_trigger``).
+
+- the compiled twin answers as the pure one: :func:`sdk_query`, :func:`parse_event`
+  (same events, same refusals);
+- the fast path (:class:`TriggerPath`, either twin) answers every request exactly as
+  the general path of the HTTP API does, and delivers the same frames: good triggers,
+  bad signatures, bad ``body_md5``, bad JSON, oversize data, missing fields, non-ASCII,
+  escaped or unsorted queries, unknown apps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import json
+from collections import deque
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from soketi_impl.config import load_config
+from soketi_impl.http.api import HttpApi
+from soketi_impl.http.errors import ApiError
+from soketi_impl.http.types import HttpRequest
+from soketi_impl.pusher.server import PusherServer
+from soketi_impl.signing import sign_api_request
+from soketi_impl.twins import _query_py, _trigger_py
+from soketi_impl.twins._fanout import Sink
+
+try:
+    _trigger_c: ModuleType | None = importlib.import_module("soketi_impl.twins._trigger_c")
+except ImportError:  # the pure build; tests/test_speedups.py says whether that is expected
+    _trigger_c = None
+
+needs_c = pytest.mark.skipif(_trigger_c is None, reason="the compiled twin is not built")
+
+APP_ID, KEY, SECRET = "1", "app-key", "app-secret"
+NOW = 1_800_000_000
+EVENTS = f"/apps/{APP_ID}/events"
+
+
+# ---------------------------------------------------------------- sdk_query
+
+_piece = st.sampled_from(
+    ["a", "z", "A", "=", "&", "%", "%41", "_", "1", "é", "auth_key=k", "auth_signature=", "auth_signature",
+     "&auth_signature=ab", "auth_timestamp=1", "&auth_version=1.0", "&body_md5=x", "&zz=1"]
+)
+_query = st.one_of(st.text(max_size=40), st.lists(_piece, max_size=12).map("".join))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_query)
+def test_sdk_query_reads_what_parse_query_and_signed_query_read(query: str) -> None:
+    found = _trigger_py.sdk_query(query)
+    assert (found is None) == (_query_py.signed_query(query) is None)
+    if found is not None:
+        assert found[0] == _query_py.signed_query(query)
+
+
+@needs_c
+@settings(max_examples=3000, deadline=None)
+@given(_query)
+def test_sdk_query_compiled_answers_as_the_pure_one(query: str) -> None:
+    assert _trigger_c is not None
+    assert _trigger_c.sdk_query(query) == _trigger_py.sdk_query(query)
+
+
+# ---------------------------------------------------------------- the hashes
+
+
+@needs_c
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=300), st.one_of(st.binary(max_size=8), st.binary(min_size=60, max_size=140)))
+def test_hashes_compiled_answer_as_hashlib(data: bytes, key: bytes) -> None:
+    # sizes around the block (64) and padding (56) boundaries come up often in 0..300
+    assert _trigger_c is not None
+    assert _trigger_c.md5_hex(data) == _trigger_py.md5_hex(data) == hashlib.md5(data).hexdigest()
+    assert _trigger_c.hmac_sha256(key, data) == _trigger_py.hmac_sha256(key, data)
+
+
+@needs_c
+@pytest.mark.parametrize("n", [0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 1000])
+def test_hashes_at_the_block_boundaries(n: int) -> None:
+    assert _trigger_c is not None
+    data = bytes(range(256)) * 4
+    data = data[:n]
+    assert _trigger_c.md5_hex(data) == hashlib.md5(data).hexdigest()
+    for key in (b"", b"k" * 64, b"k" * 65):
+        assert _trigger_c.hmac_sha256(key, data) == _trigger_py.hmac_sha256(key, data)
+
+
+# ---------------------------------------------------------------- parse_event
+
+_text = st.one_of(
+    st.sampled_from(["c1", "c2", "private-encrypted-x", "presence-p", "#server-to-user-u", "", "é", "a" * 300]),
+    st.text(max_size=8),
+)
+_value = st.one_of(
+    st.none(), st.integers(), st.booleans(), _text, st.lists(_text, max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_item = st.one_of(
+    _value,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "name": _value, "data": st.one_of(_value, st.text(max_size=30), st.just("x" * 3000)),
+            "channel": _value, "channels": _value, "socket_id": st.one_of(_value, st.just("1.2")),
+            "info": st.one_of(_value, st.sampled_from(["subscription_count", "user_count,nope", ""])),
+        },
+    ),
+)
+
+
+def _outcome(parse: Any, item: Any, cfg: Any, batch_index: int | None) -> Any:
+    try:
+        ev = parse(item, cfg, batch_index=batch_index)
+    except ApiError as exc:
+        return ("error", exc.status, exc.message, exc.headers)
+    return ("event", ev.channels, ev.name, ev.data, ev.socket_id, ev.info, repr(ev))
+
+
+@needs_c
+@settings(max_examples=2000, deadline=None)
+@given(_item, st.sampled_from([None, 0, 3]))
+def test_parse_event_compiled_answers_as_the_pure_one(item: Any, batch_index: int | None) -> None:
+    assert _trigger_c is not None
+    cfg = load_config(None, environ={"SOKETI_DEFAULT_APP_ID": APP_ID}).apps[0]
+    cfg.max_event_payload_in_kb = 2
+    assert _outcome(_trigger_c.parse_event, item, cfg, batch_index) == _outcome(
+        _trigger_py.parse_event, item, cfg, batch_index
+    )
+
+
+# ---------------------------------------------------------------- the fast path against the general one
+
+
+class _General:
+    """A TriggerPath that takes nothing: the API's general path answers every request."""
+
+    def handle(self, request: HttpRequest) -> None:
+        return None
+
+    def head(self, request: HttpRequest) -> bool:
+        return False
+
+
+class _Side:
+    """One API (core, one subscriber on c1, a fixed clock) driven as the front door drives it."""
+
+    def __init__(self, fast: str | None) -> None:
+        cfg = load_config(
+            None,
+            environ={"SOKETI_DEFAULT_APP_ID": APP_ID, "SOKETI_DEFAULT_APP_KEY": KEY,
+                     "SOKETI_DEFAULT_APP_SECRET": SECRET, "SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC": "5"},
+        )
+        cfg.apps[0].max_event_payload_in_kb = 1  # (the 2,000-byte data is over it: 413)
+        self.core = PusherServer(cfg)
+        self.api = HttpApi(self.core, cfg, clock=lambda: float(NOW))
+        if fast is None:
+            self.api.fast = _General()  # type: ignore[assignment]
+            self.handle, self.check = self.api.handle, self.api.check_head
+        else:
+            module = _trigger_py if fast == "py" else _trigger_c
+            assert module is not None
+            path = module.TriggerPath(self.api)
+            self.api.fast = path
+            self.handle, self.check = path.handle_http, path.check_http_head
+        app = self.core.app(APP_ID)
+        self.frames: deque[bytes] = deque(maxlen=8)
+        self.outbox = self.core.outbox
+        app.table.add("c1", Sink(self.outbox, app.stats, write=self.frames.append))
+        self.stats = app.stats
+
+    def send(self, path: str, query: str, body: bytes) -> Any:
+        request = HttpRequest("POST", path, query, {"content-length": str(len(body))}, b"")
+        answer = self.check(request) if body else None
+        if answer is None:
+            request.body = body
+            answer = self.handle(request)
+        self.outbox.flush()
+        return (
+            answer.status, answer.body, answer.content_type, answer.headers, list(self.frames),
+            self.stats.http_calls, self.stats.http_bytes_received, self.stats.http_bytes_sent,
+        )
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    asyncio.set_event_loop(lp)
+    yield lp
+    asyncio.set_event_loop(None)
+    lp.close()
+
+
+_event = st.fixed_dictionaries(
+    {"name": st.sampled_from(["ev", "", "é", "n" * 250]), "data": st.sampled_from(["{}", "x", "é", "x" * 2000])},
+    optional={
+        "channels": st.lists(st.sampled_from(["c1", "c2", "private-encrypted-e", "bad name", "é"]), max_size=3),
+        "channel": st.sampled_from(["c1", "c2", 5]),
+        "socket_id": st.sampled_from(["1.2", "x", None]),
+        "info": st.sampled_from([None, "subscription_count", "", "nope"]),
+    },
+)
+_mutation = st.sampled_from(
+    ["none", "none", "node_order", "shuffled", "bad_signature", "short_signature", "bad_md5", "no_md5",
+     "wrong_key", "stale", "version2", "escaped", "upper", "non_ascii", "bad_json", "non_utf8", "empty_body",
+     "unknown_app", "no_signature", "twice", "other_secret", "upper_signature", "spaced_signature"]
+)
+
+
+def _request(event: dict[str, Any], mutation: str) -> tuple[str, str, bytes]:
+    body = json.dumps(event).encode()
+    if mutation == "bad_json":
+        body = body[:-1]
+    elif mutation == "non_utf8":
+        body = b'{"name": "\xff"}'
+    elif mutation == "empty_body":
+        body = b""
+    path = EVENTS if mutation != "unknown_app" else "/apps/9/events"
+    secret = SECRET if mutation != "other_secret" else "not-the-secret"
+    params = sign_api_request(KEY, secret, "POST", path, body=body, timestamp=NOW - (700 if mutation == "stale" else 0))
+    if mutation == "bad_signature":
+        params["auth_signature"] = "0" * 64
+    elif mutation == "short_signature":
+        params["auth_signature"] = "abc"
+    elif mutation == "upper_signature":
+        params["auth_signature"] = params["auth_signature"].upper()
+    elif mutation == "spaced_signature":  # bytes.fromhex takes it
+        params["auth_signature"] = params["auth_signature"][:2] + " " + params["auth_signature"][2:]
+    elif mutation == "bad_md5":
+        params["body_md5"] = hashlib.md5(body + b"x").hexdigest()
+    elif mutation == "no_md5":
+        params.pop("body_md5", None)
+    elif mutation == "wrong_key":
+        params["auth_key"] = "other"
+    elif mutation == "version2":
+        params["auth_version"] = "2.0"
+    elif mutation == "no_signature":
+        params.pop("auth_signature")
+    keys = sorted(params)
+    if mutation == "node_order":
+        keys = [k for k in keys if k != "auth_signature"] + ["auth_signature"]
+    elif mutation == "shuffled":
+        keys = list(reversed(keys))
+    query = "&".join(f"{k}={params[k]}" for k in keys)
+    if mutation == "escaped":
+        query = query.replace("auth_key=", "auth_%6Bey=")
+    elif mutation == "upper":
+        query = query.replace("auth_key=", "AUTH_KEY=")
+    elif mutation == "non_ascii":
+        query += "&z=é"
+    elif mutation == "twice":
+        query += f"&auth_signature={params.get('auth_signature', '')}"
+    return path, query, body
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=needs_c)])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(st.tuples(_event, _mutation), min_size=1, max_size=4))
+def test_fast_path_answers_as_the_general_path(
+    loop: asyncio.AbstractEventLoop, kind: str, events: list[tuple[dict[str, Any], str]]
+) -> None:
+    async def run() -> None:
+        fast, general = _Side(kind), _Side(None)
+        for event, mutation in events:
+            path, query, body = _request(event, mutation)
+            assert fast.send(path, query, body) == general.send(path, query, body), (event, mutation)
+
+    loop.run_until_complete(run())
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=needs_c)])
+def test_fast_path_takes_the_sdk_requests(loop: asyncio.AbstractEventLoop, kind: str) -> None:
+    """The SDKs' requests (signature sorted in, or last) are answered by the fast path itself."""
+
+    async def run() -> None:
+        side = _Side(kind)
+        calls: list[HttpRequest] = []
+        general = side.api.fast.general_handle  # type: ignore[union-attr]
+        side.api.fast.general_handle = lambda r: calls.append(r) or general(r)  # type: ignore[union-attr]
+        for mutation in ("none", "node_order"):
+            status, body, *_ = side.send(*_request({"name": "ev", "channel": "c1", "data": "{}"}, mutation))
+            assert (status, body) == (200, b"{}")
+        assert calls == []
+        assert len(side.frames) == 2
+
+    loop.run_until_complete(run())
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=needs_c)])
+def test_fast_path_follows_a_replaced_route_table(loop: asyncio.AbstractEventLoop, kind: str) -> None:
+    """A route table replaced after a trigger is obeyed at once (the last route is not reused)."""
+    from soketi_impl.http.api import ROUTES
+    from soketi_impl.http.routes import RouteTable
+
+    async def run() -> None:
+        side = _Side(kind)
+        request = _request({"name": "ev", "channel": "c1", "data": "{}"}, "none")
+        assert side.send(*request)[0] == 200
+        side.api.routes = RouteTable([r for r in ROUTES if not r.pattern.endswith("/events")])
+        assert side.send(*request)[:2] == (404, b'{"error":"Not found."}')
+        assert len(side.frames) == 1
+
+    loop.run_until_complete(run())
