@@ -13,11 +13,12 @@ so the servers run exactly as there: ``taskset -c 0``, the same environment):
   ``subscription_succeeded`` at any time;
 * opened/s = N / (last ``subscription_succeeded`` - first ``connect()``);
 * RSS (``VmRSS`` of ``/proc/PID/status``, read from outside, nothing asked of
-  the server): the baseline once the server has served ``--warm`` connections,
-  closed them and been idle ``--idle`` seconds (45: Node's V8 gives its heap's
-  slack back only after ~30 s of low activity); then "right after" (the moment
-  the last subscription succeeded) and "settled" (the connections held idle for
-  ``--idle`` seconds more), both minus the baseline, per connection.
+  the server): the baseline 2 s after the server has served ``--warm``
+  connections and closed them; then "right after" (the moment the last
+  subscription succeeded), minus the baseline, per connection. With ``--idle S``
+  the baseline is read after S s idle instead, and "settled" after the
+  connections have been held idle S s more (Node's V8 gives the slack of its
+  heap back only after ~30 s or more of low activity).
 
 The client reports its own CPU share over the storm: above ~0.9 the client, not
 the server, set the rate, and the figure is a lower bound.
@@ -163,13 +164,14 @@ async def measure(pid: int, port: int, args: argparse.Namespace, inflight: int) 
     warm, _ = await open_all(port, args.warm, inflight, "warm", args.timeout)
     for t in warm:
         t.close()
-    await asyncio.sleep(args.idle)
+    await asyncio.sleep(args.idle or 2.0)
     base = rss_kb(pid)
     ru0, cpu0 = resource.getrusage(resource.RUSAGE_SELF), e2e.proc_cpu_s(pid)
     held, elapsed = await open_all(port, args.conns, inflight, "c", args.timeout)
     ru1, cpu1 = resource.getrusage(resource.RUSAGE_SELF), e2e.proc_cpu_s(pid)
     right_after = rss_kb(pid)
-    await asyncio.sleep(args.idle)
+    if args.idle:
+        await asyncio.sleep(args.idle)
     settled = rss_kb(pid)
     closed = sum(1 for t in held if t.is_closing())
     client_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
@@ -204,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--runs", type=int, default=1)
     p.add_argument(
-        "--idle", type=float, default=45.0, help="seconds idle before each of the two RSS reads"
+        "--idle",
+        type=float,
+        default=0.0,
+        help="seconds idle before the baseline and before a second read (0: 2 s, one read)",
     )
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--json", help="write every run here")

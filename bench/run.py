@@ -405,14 +405,15 @@ class Scenario:
 #: "conns_1ch" puts all 10,000 on one channel, where soketi 1.6.1's subscribe
 #: costs O(subscribers) (it counts the channel by building a Map of its sockets),
 #: so its storm is quadratic: kept to show that the figure depends on the method.
-#: Only "conns" waits for the settled memory figure (CONNS_IDLE_S, twice).
+#: "conns_idle" is "conns" with the server left idle CONNS_IDLE_S before the
+#: baseline and again before a second read ("settled").
 CONNS_SCENARIOS = [
     (
         "conns",
         "Connections: 10,000 held, each subscribed to its own channel, 200 in flight",
         "200",
         "10000",
-        True,
+        False,
     ),
     (
         "conns_64",
@@ -427,6 +428,13 @@ CONNS_SCENARIOS = [
         "200",
         "1",
         False,
+    ),
+    (
+        "conns_idle",
+        "Connections: as conns, RSS baseline and second read each after 45 s idle",
+        "200",
+        "10000",
+        True,
     ),
 ]
 
@@ -443,7 +451,9 @@ def _conns_metrics(settled: bool) -> dict[str, str]:
         m["mem_per_conn_kb"] = (
             f"memory per connection, settled: both RSS after {CONNS_IDLE_S:.0f} s idle (KiB)"
         )
-        m["mem_per_conn_right_after_kb"] = "memory per connection, right after (KiB)"
+        m["mem_per_conn_right_after_kb"] = (
+            f"memory per connection, right after; baseline after {CONNS_IDLE_S:.0f} s idle (KiB)"
+        )
         m["rss_mb"] = "server RSS held, settled (MiB)"
     else:
         m["mem_per_conn_right_after_kb"] = (
@@ -1104,6 +1114,19 @@ def write_readme_table(text: str, data: dict[str, Any]) -> None:
         f"{v.get('picows', '?')}, uvloop {v.get('uvloop', '?')}, node {v.get('node', '?')}, "
         f"soketi-impl at {v.get('soketi_impl_git', '?')}."
     )
+    dates: dict[str, list[str]] = {}
+    for sc_name in SCENARIOS:
+        cells = data.get("scenarios", {}).get(sc_name)
+        if sc_name not in SEPARATE and cells:
+            day = max(str(c.get("date", "?")) for c in cells.values())[:10]
+            dates.setdefault(day, []).append(sc_name)
+    if len(dates) > 1:
+        # Scenarios re-run later are merged into the file: say which figures are from when.
+        caption += (
+            " Measured on different days (versions and commit above: the latest run): "
+            + "; ".join(f"{d}: {', '.join(names)}" for d, names in sorted(dates.items()))
+            + "."
+        )
     unavailable = data.get("unavailable") or {}
     if unavailable:
         caption += " Not measured: " + "; ".join(f"{k} ({w})" for k, w in unavailable.items()) + "."

@@ -24,7 +24,7 @@
  *
  * A connection is "in flight" from its connect() until its first answer:
  * pusher_internal:subscription_succeeded in the modes that subscribe on
- * connection_established (fanout, conns), connection_established otherwise.
+ * connection_established (fanout, conns, client), connection_established otherwise.
  *
  * fanout (and conns) with --channels C: subscriber i joins channel "<channel>-<i mod C>"
  * and publish number s goes to "<channel>-<s mod C>" (round-robin), so every
