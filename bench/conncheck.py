@@ -21,7 +21,9 @@ so the servers run exactly as there: ``taskset -c 0``, the same environment):
   heap back only after ~30 s or more of low activity).
 
 The client reports its own CPU share over the storm: above ~0.9 the client, not
-the server, set the rate, and the figure is a lower bound.
+the server, set the rate, and the figure is a lower bound. Each run also records
+how long the server waited for its core during the storm and the CPU that other
+processes took on it (run.py's ``CpuWatch``): ``contended`` above 10% of the storm.
 
     python bench/conncheck.py --servers ours,soketi --inflight 64,200 --runs 3
 """
@@ -167,8 +169,10 @@ async def measure(pid: int, port: int, args: argparse.Namespace, inflight: int) 
     await asyncio.sleep(args.idle or 2.0)
     base = rss_kb(pid)
     ru0, cpu0 = resource.getrusage(resource.RUSAGE_SELF), e2e.proc_cpu_s(pid)
+    watch = e2e.CpuWatch(pid)  # how long the server waited for its core, and for whom
     held, elapsed = await open_all(port, args.conns, inflight, "c", args.timeout)
     ru1, cpu1 = resource.getrusage(resource.RUSAGE_SELF), e2e.proc_cpu_s(pid)
+    contention = watch.result()
     right_after = rss_kb(pid)
     if args.idle:
         await asyncio.sleep(args.idle)
@@ -185,6 +189,9 @@ async def measure(pid: int, port: int, args: argparse.Namespace, inflight: int) 
         "opened_per_s": round(n / elapsed, 1),
         "server_cpu_ms_per_conn": round((cpu1 - cpu0) * 1000 / n, 4),
         "client_cpu_share": round(client_cpu / elapsed, 3),
+        "server_run_delay_s": contention["server_run_delay_s"],
+        "others_server_cpu_s": contention["others_server_cpu_s"],
+        "contended": contention["server_run_delay_s"] > 0.1 * elapsed,
         "idle_s": args.idle,
         "rss_base_kb": base,
         "rss_right_after_kb": right_after,
