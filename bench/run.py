@@ -1189,7 +1189,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep runs during which other processes took a pinned core",
     )
+    parser.add_argument(
+        "--conns-idle",
+        type=float,
+        default=None,
+        help=f"conns_idle: seconds idle before each RSS read (default {CONNS_IDLE_S:.0f})",
+    )
     args = parser.parse_args(argv)
+    if args.conns_idle is not None:
+        SCENARIOS["conns_idle"].idle_s = args.conns_idle
     if args.out is None:
         own = {SEPARATE.get(s) for s in args.scenario.split(",")}
         args.out = RESULTS / (own.pop() if len(own) == 1 and None not in own else "e2e.json")
