@@ -137,6 +137,19 @@ def test_conns_channel_per_connection(loadclient: Path, raw_port: int) -> None:
     assert r["connections_per_s"] > 0 and r["errors"] == 0
 
 
+def test_run_conns_reads_memory_and_cpu(loadclient: Path, tmp_path: Path) -> None:
+    """run.py's conns path end to end on the raw server: warm-up, baseline, storm, reads."""
+    sc = e2e.SCENARIOS["conns"]
+    small = ["conns", "--conns", "100", "--inflight", "16", "--channels", "100"]
+    small += ["--timeout", "10", "--hold", "20"]
+    quick = e2e.Scenario(sc.name, sc.title, small, small, sc.metrics, sc.headline, {}, timeout=30)
+    r = e2e.measure(quick, e2e.server_specs()["raw"], free_port(), False, tmp_path / "raw.log")
+    assert r["ok"] and r["subscribed"] == 100 and r["channels"] == 100
+    assert r["rss_right_after_kb"] > 0 and r["rss_before_kb"] > 0
+    assert r["mem_per_conn_right_after_kb"] is not None and "mem_per_conn_kb" not in r
+    assert r["server_cpu_ms_per_conn"] > 0 and r["warm_conns"] == e2e.WARM_CONNS
+
+
 def test_conns_in_flight_until_subscribed(loadclient: Path) -> None:
     """A connection counts against --inflight until its subscription succeeded.
 
