@@ -394,6 +394,74 @@ class Scenario:
     headline: str
     higher_is_better: dict[str, bool]
     timeout: float = 60
+    #: conns scenarios: seconds the server is left idle before the baseline and again
+    #: with the connections held, for the "settled" memory figure (0: not measured)
+    idle_s: float = 0
+
+
+#: Node's V8 gives back the slack of its heap (tens of MiB) only after ~25-50 s of
+#: low activity (measured here: an idle soketi drops from ~112 to ~80 MiB about 27 s
+#: after its last connection, and again 30-50 s after a storm of 10,000): the settled
+#: figure reads both RSS values after this long idle (``--conns-idle`` to change it).
+CONNS_IDLE_S = 90.0
+
+#: The connection scenarios: (name, title, handshakes in flight, channels, settled). A
+#: connection is in flight from connect() to subscription_succeeded. "conns" and
+#: "conns_64" give every connection a channel of its own (issue 11's method);
+#: "conns_1ch" puts all 10,000 on one channel, where soketi 1.6.1's subscribe
+#: costs O(subscribers) (it counts the channel by building a Map of its sockets),
+#: so its storm is quadratic: kept to show that the figure depends on the method.
+#: "conns_idle" is "conns" with the server left idle CONNS_IDLE_S before the
+#: baseline and again before a second read ("settled").
+CONNS_SCENARIOS = [
+    (
+        "conns",
+        "Connections: 10,000 held, each subscribed to its own channel, 200 in flight",
+        "200",
+        "10000",
+        False,
+    ),
+    (
+        "conns_64",
+        "Connections: 10,000 held, each subscribed to its own channel, 64 in flight",
+        "64",
+        "10000",
+        False,
+    ),
+    (
+        "conns_1ch",
+        "Connections: 10,000 held, all subscribed to ONE channel, 200 in flight",
+        "200",
+        "1",
+        False,
+    ),
+    (
+        "conns_idle",
+        f"Connections: as conns, RSS baseline and second read each after {CONNS_IDLE_S:.0f} s idle",
+        "200",
+        "10000",
+        True,
+    ),
+]
+
+
+def _conns_metrics(settled: bool) -> dict[str, str]:
+    m = {"connections_per_s": "connections opened and subscribed/s"}
+    if settled:
+        m["mem_per_conn_kb"] = (
+            f"memory per connection, settled: both RSS after {CONNS_IDLE_S:.0f} s idle (KiB)"
+        )
+        m["mem_per_conn_right_after_kb"] = (
+            f"memory per connection, right after; baseline after {CONNS_IDLE_S:.0f} s idle (KiB)"
+        )
+        m["rss_mb"] = "server RSS held, settled (MiB)"
+    else:
+        m["mem_per_conn_right_after_kb"] = (
+            "memory per connection, right after; baseline 2 s after warm-up (KiB)"
+        )
+    m["server_cpu_ms_per_conn"] = "server CPU per connection (ms)"
+    m["server_cpu_s"] = "server CPU s"
+    return m
 
 
 def _lat_metrics(prefix: str = "") -> dict[str, str]:
@@ -563,20 +631,21 @@ SCENARIOS: dict[str, Scenario] = {
             "round_trips_per_s",
             {"round_trips_per_s": True, "round_trips_per_cpu_s": True},
         ),
-        Scenario(
-            "conns",
-            "Connections: 10,000 subscribed connections held, 200 handshakes in flight",
-            ["conns", "--conns", "10000", "--inflight", "200", "--timeout", "60", "--hold", "30"],
-            ["conns", "--conns", "2000", "--inflight", "200", "--timeout", "30", "--hold", "15"],
-            {
-                "mem_per_conn_kb": "server memory per connection (KiB)",
-                "connections_per_s": "connections/s",
-                "rss_mb": "server RSS held (MiB)",
-                "server_cpu_s": "server CPU s",
-            },
-            "mem_per_conn_kb",
-            {"connections_per_s": True},
-            timeout=120,
+        *(
+            Scenario(
+                name,
+                title,
+                ["conns", "--conns", "10000", "--inflight", k, "--channels", ch]
+                + ["--timeout", "60", "--hold", "120"],
+                ["conns", "--conns", "2000", "--inflight", k]
+                + ["--channels", "2000" if ch != "1" else "1", "--timeout", "30", "--hold", "120"],
+                _conns_metrics(settled),
+                "connections_per_s",
+                {"connections_per_s": True},
+                timeout=200,
+                idle_s=CONNS_IDLE_S if settled else 0,
+            )
+            for name, title, k, ch, settled in CONNS_SCENARIOS
         ),
         Scenario(
             "presence",
@@ -708,10 +777,55 @@ def run_client(cmd: list[str], timeout: float, server_pid: int) -> dict[str, Any
     return result
 
 
-def run_conns(cmd: list[str], timeout: float, server_pid: int) -> dict[str, Any]:
-    """Hold N connections; RSS delta of the server process / count."""
-    time.sleep(0.3)
-    rss0 = proc_rss_kb(server_pid)
+def rss_settled(pid: int, ref_kb: int, max_s: float = 20.0) -> tuple[int, float]:
+    """Sample RSS every 0.5 s until 5 samples lie within 1% of ``ref_kb`` (at least
+    256 KiB) of each other, at most ``max_s``; returns (RSS in KiB, seconds waited).
+
+    The baseline after the warm-up: the closed connections' memory is freed (or not)
+    within this, but V8's heap slack stays for tens of seconds more (``CONNS_IDLE_S``).
+    """
+    t0 = time.monotonic()
+    tol = max(256, abs(ref_kb) // 100)
+    samples = [proc_rss_kb(pid)]
+    while time.monotonic() - t0 < max_s:
+        time.sleep(0.5)
+        samples.append(proc_rss_kb(pid))
+        last = samples[-5:]
+        if len(last) == 5 and max(last) - min(last) <= tol:
+            break
+    return samples[-1], time.monotonic() - t0
+
+
+#: conns: connections opened, subscribed (each to its own channel) and closed before
+#: the baseline, so that code compiled or allocated on first use is in it (V8's JIT,
+#: first-use buffers); bias at most WARM x (KiB per connection) / 10,000 if the
+#: runtime reuses their memory for the measured connections.
+WARM_CONNS = 200
+
+
+def run_conns(
+    cmd: list[str], timeout: float, server_pid: int, port: int, idle_s: float
+) -> dict[str, Any]:
+    """Hold N connections; server RSS per connection, right after and settled.
+
+    First WARM_CONNS connections are served and closed. Then the baseline: RSS once
+    stable (``rss_settled``), or, with ``idle_s``, after the server has been idle that
+    long. "Right after" is RSS the moment the client says every connection is
+    subscribed, minus the baseline; "settled" (with ``idle_s``) is RSS after the
+    connections have been held idle ``idle_s`` seconds, minus the baseline. Server CPU
+    is over the storm only (first connect to the ready line).
+    """
+    warm = client_cmd(
+        ["conns", "--conns", str(WARM_CONNS), "--inflight", "64", "--channel", "warm"]
+        + ["--channels", str(WARM_CONNS), "--timeout", "20", "--hold", "0"],
+        port,
+    )
+    subprocess.run(warm, capture_output=True, stdin=subprocess.DEVNULL, timeout=30, check=False)
+    if idle_s:
+        time.sleep(idle_s)
+        rss0, base_wait = proc_rss_kb(server_pid), idle_s
+    else:
+        rss0, base_wait = rss_settled(server_pid, proc_rss_kb(server_pid))
     watch = CpuWatch(server_pid)
     proc = subprocess.Popen(
         cmd,
@@ -720,6 +834,8 @@ def run_conns(cmd: list[str], timeout: float, server_pid: int) -> dict[str, Any]
         stdin=subprocess.PIPE,
         start_new_session=True,
     )
+    cpu: dict[str, float] = {}
+    rss1 = None
     try:
         assert proc.stdout is not None and proc.stdin is not None
         deadline = time.monotonic() + timeout
@@ -737,24 +853,40 @@ def run_conns(cmd: list[str], timeout: float, server_pid: int) -> dict[str, Any]
                 break
             if b'"phase":"ready"' in line:
                 ready = json.loads(line)
-        time.sleep(1.0)  # let the server settle (GC, lazily allocated buffers)
-        rss1 = proc_rss_kb(server_pid)
+        rss_right = proc_rss_kb(server_pid)
+        cpu = watch.result()
+        # The client is not reaped yet (RUSAGE_CHILDREN does not count it): its
+        # CPU so far from /proc (nice and taskset exec it, so the pid is its own).
+        client = proc_cpu_s(proc.pid)
+        cpu["client_cpu_s"] = round(client, 3)
+        cpu["others_client_cpu_s"] = round(max(0.0, cpu["others_client_cpu_s"] - client), 3)
+        if idle_s:
+            time.sleep(idle_s)
+            rss1 = proc_rss_kb(server_pid)
         proc.stdin.write(b"go\n")
         proc.stdin.flush()
         out, err = proc.communicate(timeout=max(5.0, deadline - time.monotonic()))
     finally:
         kill_group(proc)
-    cpu = watch.result()
     lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
     if not lines:
         raise RuntimeError(f"load client printed no result: {err.decode()[-500:]}")
     result: dict[str, Any] = json.loads(lines[-1])
     held = result.get("established", 0) - result.get("dropped_while_held", 0)
+    result["warm_conns"] = WARM_CONNS
+    result["idle_s"] = idle_s
     result["rss_before_kb"] = rss0
-    result["rss_held_kb"] = rss1
-    result["rss_mb"] = round(rss1 / 1024, 1)
-    result["mem_per_conn_kb"] = round((rss1 - rss0) / held, 2) if held else None
+    result["rss_before_wait_s"] = round(base_wait, 1)
+    result["rss_right_after_kb"] = rss_right
+    result["mem_per_conn_right_after_kb"] = round((rss_right - rss0) / held, 2) if held else None
+    if rss1 is not None:
+        result["rss_held_kb"] = rss1
+        result["rss_mb"] = round(rss1 / 1024, 1)
+        result["mem_per_conn_kb"] = round((rss1 - rss0) / held, 2) if held else None
     result.update(cpu)
+    subscribed = result.get("subscribed") or 0
+    if subscribed:
+        result["server_cpu_ms_per_conn"] = round(cpu["server_cpu_s"] * 1000 / subscribed, 3)
     return result
 
 
@@ -765,8 +897,9 @@ def measure(
     args = scenario.quick_args if quick else scenario.args
     cmd = client_cmd(args, port)
     with running_server(spec, port, logfile) as proc:
-        if scenario.name == "conns":
-            result = run_conns(cmd, scenario.timeout, proc.pid)
+        if scenario.name.startswith("conns"):
+            idle = scenario.idle_s if not quick else min(scenario.idle_s, 10.0)
+            result = run_conns(cmd, scenario.timeout, proc.pid, port, idle)
         else:
             result = run_client(cmd, scenario.timeout, proc.pid)
         if proc.poll() is not None:
@@ -981,6 +1114,19 @@ def write_readme_table(text: str, data: dict[str, Any]) -> None:
         f"{v.get('picows', '?')}, uvloop {v.get('uvloop', '?')}, node {v.get('node', '?')}, "
         f"soketi-impl at {v.get('soketi_impl_git', '?')}."
     )
+    dates: dict[str, list[str]] = {}
+    for sc_name in SCENARIOS:
+        cells = data.get("scenarios", {}).get(sc_name)
+        if sc_name not in SEPARATE and cells:
+            day = max(str(c.get("date", "?")) for c in cells.values())[:10]
+            dates.setdefault(day, []).append(sc_name)
+    if len(dates) > 1:
+        # Scenarios re-run later are merged into the file: say which figures are from when.
+        caption += (
+            " Measured on different days (versions and commit above: the latest run): "
+            + "; ".join(f"{d}: {', '.join(names)}" for d, names in sorted(dates.items()))
+            + "."
+        )
     unavailable = data.get("unavailable") or {}
     if unavailable:
         caption += " Not measured: " + "; ".join(f"{k} ({w})" for k, w in unavailable.items()) + "."
@@ -1043,7 +1189,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep runs during which other processes took a pinned core",
     )
+    parser.add_argument(
+        "--conns-idle",
+        type=float,
+        default=None,
+        help=f"conns_idle: seconds idle before each RSS read (default {CONNS_IDLE_S:.0f})",
+    )
     args = parser.parse_args(argv)
+    if args.conns_idle is not None:
+        SCENARIOS["conns_idle"].idle_s = args.conns_idle
     if args.out is None:
         own = {SEPARATE.get(s) for s in args.scenario.split(",")}
         args.out = RESULTS / (own.pop() if len(own) == 1 and None not in own else "e2e.json")

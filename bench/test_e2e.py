@@ -128,6 +128,72 @@ def test_conns_hold_and_release(loadclient: Path, raw_port: int) -> None:
     assert r["ok"] and r["subscribed"] == 200 and r["dropped_while_held"] == 0
 
 
+def test_conns_channel_per_connection(loadclient: Path, raw_port: int) -> None:
+    cmd = [str(e2e.LOADCLIENT), "conns", "--port", str(raw_port), "--conns", "100"]
+    cmd += ["--channels", "100", "--inflight", "16", "--hold", "5"]
+    proc = subprocess.run(cmd, input=b"go\n", capture_output=True, timeout=30, check=False)
+    r = json.loads(proc.stdout.decode().splitlines()[-1])
+    assert r["ok"] and r["subscribed"] == 100 and r["channels"] == 100
+    assert r["connections_per_s"] > 0 and r["errors"] == 0
+
+
+def test_run_conns_reads_memory_and_cpu(loadclient: Path, tmp_path: Path) -> None:
+    """run.py's conns path end to end on the raw server: warm-up, baseline, storm, reads."""
+    sc = e2e.SCENARIOS["conns"]
+    small = ["conns", "--conns", "100", "--inflight", "16", "--channels", "100"]
+    small += ["--timeout", "10", "--hold", "20"]
+    quick = e2e.Scenario(sc.name, sc.title, small, small, sc.metrics, sc.headline, {}, timeout=30)
+    r = e2e.measure(quick, e2e.server_specs()["raw"], free_port(), False, tmp_path / "raw.log")
+    assert r["ok"] and r["subscribed"] == 100 and r["channels"] == 100
+    assert r["rss_right_after_kb"] > 0 and r["rss_before_kb"] > 0
+    assert r["mem_per_conn_right_after_kb"] is not None and "mem_per_conn_kb" not in r
+    assert r["server_cpu_ms_per_conn"] > 0 and r["warm_conns"] == e2e.WARM_CONNS
+
+
+def test_conns_in_flight_until_subscribed(loadclient: Path) -> None:
+    """A connection counts against --inflight until its subscription succeeded.
+
+    A stub server answers the upgrade at once and each subscribe 20 ms later; it
+    records how many connections were between accept and their answer at once.
+    """
+    import asyncio
+
+    async def scenario() -> tuple[int, dict[str, Any]]:
+        pending = 0
+        peak = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal pending, peak
+            pending += 1
+            peak = max(peak, pending)
+            await reader.readuntil(b"\r\n\r\n")
+            hello = b'{"event":"pusher:connection_established","data":"{\\"socket_id\\":\\"1.2\\"}"}'
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n" + bytes([0x81, len(hello)]) + hello)
+            head = await reader.readexactly(2)
+            await reader.readexactly(4 + (head[1] & 0x7F))  # the masked subscribe
+            await asyncio.sleep(0.02)  # the server's own pace, not a synchronisation
+            ok = b'{"event":"pusher_internal:subscription_succeeded","channel":"c"}'
+            writer.write(bytes([0x81, len(ok)]) + ok)
+            pending -= 1
+            await reader.read()  # until the client closes
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        cmd = [str(e2e.LOADCLIENT), "conns", "--port", str(port), "--conns", "60"]
+        cmd += ["--inflight", "8", "--hold", "0", "--timeout", "20"]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        server.close()
+        return peak, json.loads(out.decode().splitlines()[-1])
+
+    peak, r = asyncio.run(scenario())
+    assert r["subscribed"] == 60
+    assert peak <= 8
+
+
 @pytest.mark.skipif(
     not (e2e.NODE.exists() and e2e.SOKETI_JS.exists()),
     reason="soketi not installed in bench/.cache (python bench/run.py installs it)",

@@ -14,12 +14,19 @@
  *   ping      N connections doing pusher:ping -> pusher:pong round trips.
  *   conns     open N connections (--inflight handshakes at a time), subscribe
  *             each, print a "ready" line, hold until stdin has a line (or
- *             --hold seconds), close, print results.
+ *             --hold seconds), close, print results.  With --channels N each
+ *             connection subscribes to a channel of its own; with the default
+ *             (1) all share one channel, where a server whose subscribe costs
+ *             O(subscribers), as soketi 1.6.1's does, becomes quadratic.
  *   presence  N users join one presence channel, then half of them leave.
  *   client    N members of a private channel; member 0 sends client events
  *             at saturation (--window messages not yet fully delivered).
  *
- * fanout with --channels C: subscriber i joins channel "<channel>-<i mod C>"
+ * A connection is "in flight" from its connect() until its first answer:
+ * pusher_internal:subscription_succeeded in the modes that subscribe on
+ * connection_established (fanout, conns, client), connection_established otherwise.
+ *
+ * fanout (and conns) with --channels C: subscriber i joins channel "<channel>-<i mod C>"
  * and publish number s goes to "<channel>-<s mod C>" (round-robin), so every
  * publish reaches conns/C subscribers.  With --ramp F1,F2,... it is a rate
  * search over one set of connections: first --duration seconds at saturation
@@ -490,6 +497,13 @@ static void on_text(conn *c, const char *p, size_t n, uint64_t now) {
         if (auto_subscribe) send_subscribe(c);
         return;
     }
+    if (memmem(p, n, "pusher:ping", 11)) {
+        /* A server's activity check on an idle connection (conns mode holds them):
+         * answer as pusher-js does. */
+        static const char PONG_MSG[] = "{\"event\":\"pusher:pong\",\"data\":{}}";
+        ws_send(c, PONG_MSG, sizeof PONG_MSG - 1, 1);
+        return;
+    }
     if (memmem(p, n, "pusher:pong", 11)) {
         n_pongs++;
         if (c->ping_sent) {
@@ -739,7 +753,11 @@ static int next_to_open;
 static uint64_t t_conn_start, t_all_established, t_all_subscribed;
 
 static int all_established(void) {
-    uint64_t pending = (uint64_t)next_to_open - n_established - n_closed;
+    /* With auto_subscribe a connection stays in flight until its subscription
+     * succeeded: the subscribe is part of opening it, and counting only up to
+     * connection_established would let subscribes pile up beyond the window. */
+    uint64_t done = auto_subscribe ? n_subscribed : n_established;
+    uint64_t pending = (uint64_t)next_to_open - done - n_closed;
     while (next_to_open < cfg.conns && pending < (uint64_t)cfg.inflight) {
         conn_open(&ws[next_to_open++]);
         pending++;
@@ -1129,9 +1147,13 @@ int main(int argc, char **argv) {
         uint64_t closed_before = n_closed;
         run_until(stdin_line, deadline);
         uint64_t dropped = n_closed - closed_before;
-        jput(",\"subscribed\":%llu,\"inflight\":%d,\"establish_s\":%.3f,\"subscribe_s\":%.3f,"
-             "\"connections_per_s\":%.1f,\"dropped_while_held\":%llu",
-             (unsigned long long)n_subscribed, cfg.inflight, est_s, sub_s,
+        /* connections_per_s: opened AND subscribed per second (first connect()
+         * to the last subscription_succeeded); established_per_s: up to the
+         * last connection_established only. */
+        jput(",\"subscribed\":%llu,\"inflight\":%d,\"channels\":%d,\"establish_s\":%.3f,\"subscribe_s\":%.3f,"
+             "\"connections_per_s\":%.1f,\"established_per_s\":%.1f,\"dropped_while_held\":%llu",
+             (unsigned long long)n_subscribed, cfg.inflight, cfg.channels, est_s, sub_s,
+             sub_s > 0 ? (double)n_subscribed / sub_s : 0.0,
              est_s > 0 ? (double)n_established / est_s : 0.0, (unsigned long long)dropped);
     } else if (cfg.mode == M_PRESENCE) {
         ok = connect_all(0);
