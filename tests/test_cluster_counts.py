@@ -12,7 +12,7 @@ Nodes get their adapter from :func:`cluster_env` (environment variables) and, fo
 the in-process survivor of the SIGKILL test, :func:`cluster_util.node_adapter` (short
 lease timings): the one place that names the adapter; every test runs once per
 driver of :data:`cluster_util.DRIVERS`, with a prefix of its own. With ``workers``
-the in-process nodes share a hub run by the test (:func:`cluster_util.node_adapter`)
+the in-process nodes (:func:`cluster_util.node`) share a hub run by the test
 and the subprocess node is a worker of that hub (:func:`cluster_util.worker_env`).
 """
 
@@ -32,11 +32,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from cluster_util import DRIVERS, cleanup, need, new_prefix, node_adapter, worker_env
+from cluster_util import DRIVERS, cleanup, need, new_prefix, worker_env
 from cluster_util import cluster_env as driver_env
-from conftest import APP_ID, APP_KEY, APP_SECRET, base_env, run_server
+from cluster_util import node as cluster_node
+from conftest import APP_ID, APP_KEY, APP_SECRET, run_server
 from soketi_impl.adapters.base import CHANNEL, USER
-from soketi_impl.config import load_config
 from soketi_impl.pusher import Observer
 from soketi_impl.server import Server
 from test_server_webhooks_metrics import Receiver, recv_event, start_receiver
@@ -101,16 +101,10 @@ def node_env(url: str, prefix: str, **extra: str) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def node(url: str, prefix: str, adapter: dict[str, float] | None = None, **extra: str) -> AsyncIterator[Server]:
     """An in-process node; ``adapter``: its lease timings (the survivor of the SIGKILL test)."""
-    config = load_config(None, environ=base_env(0, **node_env(url, prefix, **extra)))
     driver = _DRIVER_OF[prefix]
     timing = adapter if adapter and driver != "workers" else {}
-    async with node_adapter(driver, prefix, config, **timing) as chosen:
-        server = Server(config, adapter=chosen)
-        await server.start()
-        try:
-            yield server
-        finally:
-            await server.stop(0)
+    async with cluster_node(driver, prefix, env=node_env(url, prefix, **extra), **timing) as server:
+        yield server
 
 
 async def total_reaches(server: Server, kind: str, name: str, total: int) -> None:

@@ -20,7 +20,7 @@ import itertools
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from ...errors import SoketiError
 from ..base import Adapter, PresenceJoin
@@ -40,8 +40,11 @@ class HubUnavailable(SoketiError):
     """The worker could not connect to the supervisor's hub."""
 
 
-class HubLink(asyncio.Protocol):
+class HubLink(wire.FramedProtocol):
     """A worker's connection to the hub (``handler`` gets every whole frame it receives)."""
+
+    log = log
+    peer_name = "the hub"
 
     def __init__(
         self,
@@ -126,26 +129,9 @@ class HubLink(asyncio.Protocol):
 
     # -- asyncio.Protocol
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's unix transports are not asyncio.Transport subclasses, but behave as one
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self.reader.feed(data)
-        except wire.FrameTooLarge as exc:
-            log.error("worker %d: the hub sent %s; closing the connection", self.index, exc)
-            assert self.transport is not None
-            self.transport.abort()
-            return
-        handler = self.handler
-        if handler is None:
-            return
-        for frame in frames:
-            try:
-                handler(frame)
-            except Exception:
-                log.exception("worker %d: a frame from the hub could not be handled", self.index)
+    def frame_received(self, frame: bytes) -> None:
+        if self.handler is not None:
+            self.handler(frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost.set()

@@ -46,7 +46,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from ..base import crosses_zero
 from ..throttle import Throttle
@@ -81,8 +81,11 @@ class _Ask:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class _Peer(asyncio.Protocol):
+class _Peer(wire.FramedProtocol):
     """One worker's connection."""
+
+    log = log
+    peer_name = "the worker"
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -99,24 +102,8 @@ class _Peer(asyncio.Protocol):
         self.throttle = Throttle()
         self.dropped = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's unix transports are not asyncio.Transport subclasses, but behave as one
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self.reader.feed(data)
-        except wire.FrameTooLarge as exc:
-            log.error("worker %d sent %s: closing its connection", self.index, exc)
-            assert self.transport is not None
-            self.transport.abort()
-            return
-        hub = self.hub
-        for frame in frames:
-            try:
-                hub.on_frame(self, frame)
-            except Exception:  # a bad frame must not stop the hub
-                log.exception("worker %d: a frame the hub could not handle", self.index)
+    def frame_received(self, frame: bytes) -> None:
+        self.hub.on_frame(self, frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.hub.drop(self)

@@ -16,8 +16,10 @@ buffer never holds more than one frame of that size.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -27,6 +29,7 @@ __all__ = [
     "MAX_FRAME",
     "FrameReader",
     "FrameTooLarge",
+    "FramedProtocol",
     "control",
     "event",
     "kind",
@@ -119,3 +122,41 @@ class FrameReader:
     def buffered(self) -> int:
         """Bytes of an incomplete frame held."""
         return len(self._buffer)
+
+
+class FramedProtocol(asyncio.Protocol):
+    """A unix stream connection that speaks frames: the hub's side and a worker's.
+
+    A subclass sets :attr:`log`, :attr:`index` and :attr:`reader` and implements
+    :meth:`frame_received`; a frame over the bound ends the connection, and a frame
+    that cannot be handled is logged and skipped (it never stops the other side).
+    """
+
+    log: logging.Logger
+    index: int
+    reader: FrameReader
+    transport: asyncio.Transport | None
+    #: how the log lines name the other side ("the hub", "worker 1")
+    peer_name = "the peer"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's unix transports are not asyncio.Transport subclasses, but behave as one
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except FrameTooLarge as exc:
+            self.log.error("worker %d: %s sent %s; closing the connection", self.index, self.peer_name, exc)
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        for frame in frames:
+            try:
+                self.frame_received(frame)
+            except Exception:  # a bad frame must not stop this side
+                self.log.exception("worker %d: a frame from %s could not be handled", self.index, self.peer_name)
+
+    def frame_received(self, frame: bytes) -> None:
+        """One whole frame (length prefix included)."""
+        raise NotImplementedError
