@@ -429,3 +429,61 @@ async def test_a_query_returns_the_answers_that_came_in_time(tmp_path: Path) -> 
         for w in (asker, helpful, silent):
             await w.link.close()
         await hub.close()
+
+
+async def test_the_hub_drops_frames_to_a_worker_that_does_not_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hub's bound per worker: frames to a worker that stopped reading are dropped (with a
+    warning) once its buffer passes ``max_buffer``; the hub keeps serving the others, and the
+    worker gets new frames again once it reads."""
+    from soketi_impl.adapters.local_ipc import Hub, HubLink
+
+    hub = Hub(str(tmp_path / "hub.sock"), max_buffer=64 * 1024)
+    await hub.start()
+    sender = FakeWorker(hub.path, 0)
+    payloads: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def on_frame(frame: bytes) -> None:
+        if wire.kind(frame) == wire.EVENT:
+            payloads.put_nowait(wire.read_event(frame)[2])
+
+    stalled = HubLink(hub.path, 1, on_frame)
+    try:
+        await sender.link.connect()
+        await stalled.connect()
+        stalled.send(wire.control({"t": "totals", "id": 0, "app": "a", "k": "channel", "names": ["x"]}))
+        sender.send({"t": "totals", "id": 0, "app": "a", "k": "channel", "names": ["x"]})
+        await sender.next("T")  # the hub knows both workers
+        assert stalled.transport is not None
+        stalled.transport.pause_reading()
+        frame = wire.event("a", "news", b"x" * 16 * 1024, None, False)
+        peer = next(p for p in hub.peers.values() if p.index == 1)
+
+        async def dropping() -> None:
+            while peer.dropped == 0:
+                assert sender.link.send(frame)
+                await asyncio.sleep(0.001)  # let the hub read and relay (a loop iteration)
+
+        await asyncio.wait_for(dropping(), TIMEOUT)
+        assert "does not read what the hub sends" in caplog.text
+        assert hub.peers  # the hub still serves the sender
+        sender.send({"t": "totals", "id": 1, "app": "a", "k": "channel", "names": ["x"]})
+        await sender.next("T")
+        stalled.transport.resume_reading()
+
+        async def gets_new_frames() -> None:
+            while True:
+                assert sender.link.send(wire.event("a", "news", b"after", None, False))
+                try:
+                    while True:
+                        if await asyncio.wait_for(payloads.get(), 0.05) == b"after":
+                            return
+                except TimeoutError:
+                    continue  # the hub's buffer still drains: send another
+
+        await asyncio.wait_for(gets_new_frames(), TIMEOUT)
+    finally:
+        await sender.link.close()
+        await stalled.close()
+        await hub.close()
