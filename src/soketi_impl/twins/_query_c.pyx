@@ -7,15 +7,14 @@ from the string's own storage; anything else goes the pure twin's way.
 
 from urllib.parse import unquote
 
-from libc.string cimport memchr, memcmp
+from libc.string cimport memchr, memcmp, memcpy
 
-__all__ = ["parse_query", "signed_query"]
+__all__ = ["parse_query", "sdk_query", "signed_query"]
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
-
-cdef const char* _SIGNATURE_KEY = b"auth_signature"
-cdef Py_ssize_t _SIGNATURE_KEY_LEN = 14
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
 
 
 cdef dict _parse_slow(str query):
@@ -77,13 +76,31 @@ cpdef dict parse_query(str query):
     return params
 
 
-cpdef object signed_query(str query):
-    """The query as the signature covers it, when ``query`` is already in that form, else None."""
+cdef inline str _ascii(const char* p, Py_ssize_t n):
+    """A str of ``n`` ASCII bytes (no scan for the widest character: they are ASCII)."""
+    cdef str text = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(text), p, n)
+    return text
+
+
+cdef inline bint _is(const char* s, Py_ssize_t start, Py_ssize_t klen, const char* key, Py_ssize_t n):
+    return klen == n and memcmp(s + start, key, n) == 0
+
+
+cpdef tuple sdk_query(str query):
+    """A query in the signed form the SDKs send, read in one pass; None for any other.
+
+    ``(signed, auth_key, auth_signature, auth_timestamp, auth_version, body_md5)``
+    (``_query_py.sdk_query`` says it in Python): :func:`signed_query`'s checks, the
+    values sliced from the string as they are found (the trigger's fast path reads
+    its head with it).
+    """
     cdef Py_ssize_t n, i, start, eq, prev_start = 0, prev_len = 0, klen, m
     cdef Py_ssize_t sig_start = -1, sig_end = -1, parts = 0
     cdef const char* s
     cdef char c
     cdef int cmp
+    cdef object key = None, signature = None, stamp = None, version = None, md5 = None
     if not query.isascii():
         return None
     s = PyUnicode_AsUTF8AndSize(query, &n)
@@ -105,11 +122,12 @@ cpdef object signed_query(str query):
         if eq < 0 or klen == 0:
             return None
         parts += 1
-        if klen == _SIGNATURE_KEY_LEN and memcmp(s + start, _SIGNATURE_KEY, klen) == 0:
+        if _is(s, start, klen, b"auth_signature", 14):
             if sig_start >= 0:
                 return None
             sig_start = start
             sig_end = i
+            signature = _ascii(<const char*>s + eq + 1, i - eq - 1)
         else:
             if prev_len:
                 m = klen if klen < prev_len else prev_len
@@ -118,11 +136,29 @@ cpdef object signed_query(str query):
                     return None
             prev_start = start
             prev_len = klen
+            if _is(s, start, klen, b"auth_key", 8):
+                key = _ascii(<const char*>s + eq + 1, i - eq - 1)
+            elif _is(s, start, klen, b"auth_timestamp", 14):
+                stamp = _ascii(<const char*>s + eq + 1, i - eq - 1)
+            elif _is(s, start, klen, b"auth_version", 12):
+                version = _ascii(<const char*>s + eq + 1, i - eq - 1)
+            elif _is(s, start, klen, b"body_md5", 8):
+                md5 = _ascii(<const char*>s + eq + 1, i - eq - 1)
         start = i + 1
     if sig_start < 0 or parts < 2:
         return None
     if sig_end == n:  # last (the Node SDK)
-        return query[:sig_start - 1]
-    if sig_start == 0:
-        return query[sig_end + 1:]
-    return query[:sig_start] + query[sig_end + 1:]  # in its sorted place (the Python SDK)
+        signed = _ascii(<const char*>s, sig_start - 1)
+    elif sig_start == 0:
+        signed = _ascii(<const char*>s + sig_end + 1, n - sig_end - 1)
+    else:  # in its sorted place (the Python SDK): the parts before and after it
+        signed = PyUnicode_New(n - (sig_end + 1 - sig_start), 127)
+        memcpy(PyUnicode_DATA(signed), s, sig_start)
+        memcpy(<char*>PyUnicode_DATA(signed) + sig_start, s + sig_end + 1, n - sig_end - 1)
+    return (signed, key, signature, stamp, version, md5)
+
+
+cpdef object signed_query(str query):
+    """The query as the signature covers it, when ``query`` is already in that form, else None."""
+    cdef tuple found = sdk_query(query)
+    return None if found is None else found[0]

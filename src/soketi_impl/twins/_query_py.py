@@ -2,14 +2,16 @@
 
 - :func:`parse_query`: the parameters as the API and the signature check read them;
 - :func:`signed_query`: the part of the query a client signed, taken as it is when the
-  client sent it in canonical form (as the SDKs do), so no canonical string is built.
+  client sent it in canonical form (as the SDKs do), so no canonical string is built;
+- :func:`sdk_query`: that part and the signature's parameters together (the trigger's
+  fast path, ``_trigger``, reads a request's head with it).
 """
 
 from __future__ import annotations
 
 from urllib.parse import unquote
 
-__all__ = ["parse_query", "signed_query"]
+__all__ = ["parse_query", "sdk_query", "signed_query"]
 
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -78,3 +80,21 @@ def signed_query(query: str) -> str | None:
     if signature < 0:
         return None
     return "&".join(parts[:signature] + parts[signature + 1 :])
+
+
+def sdk_query(query: str) -> tuple[str, str | None, str | None, str | None, str | None, str | None] | None:
+    """A query in the signed form the SDKs send, read in one pass; None for any other.
+
+    ``(signed, auth_key, auth_signature, auth_timestamp, auth_version, body_md5)``: the
+    text :func:`signed_query` answers, then the values :func:`parse_query`'s dict has
+    (None where absent). None when ``signed_query`` is None.
+    """
+    signed = signed_query(query)
+    if signed is None:
+        return None
+    params = parse_query(query)
+    get = params.get
+    return (
+        signed, get("auth_key"), get("auth_signature"), get("auth_timestamp"), get("auth_version"),
+        get("body_md5"),
+    )

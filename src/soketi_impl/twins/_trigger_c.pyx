@@ -12,11 +12,14 @@ from libc.string cimport memchr, memcmp, memcpy, memset
 
 import orjson
 
+from soketi_impl.twins._query_c import sdk_query  # (here too: the twins have the same names)
+
 from soketi_impl.http.errors import ApiError, echo, error_response
 from soketi_impl.http.types import HttpResponse
 from soketi_impl.pusher.state import is_socket_id
 from soketi_impl.signing import API_MAX_SKEW_S
 from soketi_impl.twins._fanout_c cimport ChannelTable, Sink, Stats
+from soketi_impl.twins._query_c cimport sdk_query as _sdk_query
 from soketi_impl.twins._protocol_c cimport (
     KIND_ENCRYPTED,
     channel_kind,
@@ -148,92 +151,6 @@ def parse_event(item, cfg, *, batch_index=None):
     info = fields.get("info")
     info = _NO_INFO if info is None else parse_info(info, _TRIGGER_INFO, where)
     return EventRequest(channels, name, data, socket_id, info)
-
-
-cdef extern from "Python.h":
-    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
-    void* PyUnicode_DATA(object o)
-
-
-cdef inline str _ascii(const char* p, Py_ssize_t n):
-    """A str of ``n`` ASCII bytes (no scan for the widest character: they are ASCII)."""
-    cdef str text = PyUnicode_New(n, 127)
-    memcpy(PyUnicode_DATA(text), p, n)
-    return text
-
-
-cdef inline bint _is(const char* s, Py_ssize_t start, Py_ssize_t klen, const char* key, Py_ssize_t n):
-    return klen == n and memcmp(s + start, key, n) == 0
-
-
-cpdef tuple sdk_query(str query):
-    """A query in the signed form the SDKs send, read in one pass; None for any other.
-
-    ``(signed, auth_key, auth_signature, auth_timestamp, auth_version, body_md5)``
-    (see the pure twin): the checks of ``_query_c.signed_query``, the values sliced
-    from the string as they are found.
-    """
-    cdef Py_ssize_t n, i, start, eq, prev_start = 0, prev_len = 0, klen, m
-    cdef Py_ssize_t sig_start = -1, sig_end = -1, parts = 0
-    cdef const char* s
-    cdef char c
-    cdef int cmp
-    cdef object key = None, signature = None, stamp = None, version = None, md5 = None
-    if not query.isascii():
-        return None
-    s = PyUnicode_AsUTF8AndSize(query, &n)
-    if memchr(s, b"%", n) != NULL:
-        return None
-    start = 0
-    while start <= n:  # one part per "&" (an empty query is one empty part)
-        i = start
-        eq = -1
-        while i < n and s[i] != b"&":
-            if eq < 0:
-                c = s[i]
-                if c == b"=":
-                    eq = i
-                elif not (b"a" <= c <= b"z" or b"0" <= c <= b"9" or c == b"_"):
-                    return None
-            i += 1
-        klen = eq - start
-        if eq < 0 or klen == 0:
-            return None
-        parts += 1
-        if _is(s, start, klen, b"auth_signature", 14):
-            if sig_start >= 0:
-                return None
-            sig_start = start
-            sig_end = i
-            signature = _ascii(<const char*>s + eq + 1, i - eq - 1)
-        else:
-            if prev_len:
-                m = klen if klen < prev_len else prev_len
-                cmp = memcmp(s + start, s + prev_start, m)
-                if cmp < 0 or (cmp == 0 and klen <= prev_len):
-                    return None
-            prev_start = start
-            prev_len = klen
-            if _is(s, start, klen, b"auth_key", 8):
-                key = _ascii(<const char*>s + eq + 1, i - eq - 1)
-            elif _is(s, start, klen, b"auth_timestamp", 14):
-                stamp = _ascii(<const char*>s + eq + 1, i - eq - 1)
-            elif _is(s, start, klen, b"auth_version", 12):
-                version = _ascii(<const char*>s + eq + 1, i - eq - 1)
-            elif _is(s, start, klen, b"body_md5", 8):
-                md5 = _ascii(<const char*>s + eq + 1, i - eq - 1)
-        start = i + 1
-    if sig_start < 0 or parts < 2:
-        return None
-    if sig_end == n:  # last (the Node SDK)
-        signed = _ascii(<const char*>s, sig_start - 1)
-    elif sig_start == 0:
-        signed = _ascii(<const char*>s + sig_end + 1, n - sig_end - 1)
-    else:  # in its sorted place (the Python SDK): the parts before and after it
-        signed = PyUnicode_New(n - (sig_end + 1 - sig_start), 127)
-        memcpy(PyUnicode_DATA(signed), s, sig_start)
-        memcpy(<char*>PyUnicode_DATA(signed) + sig_start, s + sig_end + 1, n - sig_end - 1)
-    return (signed, key, signature, stamp, version, md5)
 
 
 # ---------------------------------------------------------------- MD5 and HMAC-SHA256
@@ -507,7 +424,7 @@ cdef class TriggerPath:
         return (<dict>self.apps).get((<dict>(<tuple>routed)[1]).get("app_id", ""))
 
     cdef tuple _params(self, request, cfg):
-        cdef tuple found = sdk_query(request.query)
+        cdef tuple found = _sdk_query(request.query)
         cdef str stamp
         cdef const char* text
         cdef Py_ssize_t n, i

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..http.errors import ApiError, echo, error_response
-from ..http.query import parse_query, signed_query
 from ..http.types import HttpRequest, HttpResponse
 from ..pusher.state import is_socket_id
 from ..signing import API_MAX_SKEW_S, HmacSha256
 from ._protocol import ENCRYPTED, channel_kind, encode_event, is_cache_channel, valid_channel_name
+from ._query import sdk_query
 
 if TYPE_CHECKING:
     from ..config import AppConfig
@@ -161,25 +161,6 @@ def md5_hex(data: bytes) -> str:
 def hmac_sha256(key: bytes, msg: bytes) -> bytes:
     """``hmac.digest(key, msg, "sha256")`` (the compiled twin computes it itself)."""
     return hmac.digest(key, msg, "sha256")
-
-
-def sdk_query(query: str) -> tuple[str, str | None, str | None, str | None, str | None, str | None] | None:
-    """A query in the signed form the SDKs send, read in one pass; None for any other.
-
-    ``(signed, auth_key, auth_signature, auth_timestamp, auth_version, body_md5)``: the
-    text :func:`~soketi_impl.http.query.signed_query` answers, then the values
-    :func:`~soketi_impl.http.query.parse_query`'s dict has (None where absent). None
-    when ``signed_query`` is None.
-    """
-    signed = signed_query(query)
-    if signed is None:
-        return None
-    params = parse_query(query)
-    get = params.get
-    return (
-        signed, get("auth_key"), get("auth_signature"), get("auth_timestamp"), get("auth_version"),
-        get("body_md5"),
-    )
 
 
 class TriggerPath:
