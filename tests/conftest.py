@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -42,6 +42,17 @@ def twin(impl: str) -> Callable[[str], ModuleType]:
     return load
 
 
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A plain event loop, set as the current one, for synchronous tests that drive a
+    protocol object by hand (the front door, the trigger's fast path)."""
+    lp = asyncio.new_event_loop()
+    asyncio.set_event_loop(lp)
+    yield lp
+    asyncio.set_event_loop(None)
+    lp.close()
+
+
 # ---------------------------------------------------------------- servers and clients
 
 import contextlib
@@ -52,7 +63,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 

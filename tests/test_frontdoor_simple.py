@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -163,15 +162,6 @@ _stream = st.one_of(
     st.lists(_request(), min_size=1, max_size=6).map(b"".join),
     st.tuples(st.lists(_request(), max_size=2).map(b"".join), st.binary(max_size=40)).map(b"".join),
 )
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    asyncio.set_event_loop(lp)
-    yield lp
-    asyncio.set_event_loop(None)
-    lp.close()
 
 
 def _run(kind: str, simple: bool, chunks: list[bytes]) -> Any:

@@ -15,7 +15,6 @@ import hashlib
 import importlib
 import json
 from collections import deque
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -188,15 +187,6 @@ class _Side:
             answer.status, answer.body, answer.content_type, answer.headers, list(self.frames),
             self.stats.http_calls, self.stats.http_bytes_received, self.stats.http_bytes_sent,
         )
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    asyncio.set_event_loop(lp)
-    yield lp
-    asyncio.set_event_loop(None)
-    lp.close()
 
 
 _event = st.fixed_dictionaries(
