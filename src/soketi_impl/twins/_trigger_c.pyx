@@ -41,6 +41,7 @@ cdef extern from "Python.h":
     object PyUnicode_FromStringAndSize(const char* v, Py_ssize_t n)
 
 cdef Py_ssize_t _MAX_STAMP_DIGITS = 12  # as signing.check_api_head
+cdef Py_ssize_t _MAX_KEYS = 4096  # HMAC key states kept by one TriggerPath
 cdef double _MAX_SKEW = API_MAX_SKEW_S
 cdef str _EVENTS_WHAT = "events (one per channel)"  # as events._take_events
 cdef object _loads = orjson.loads
@@ -306,7 +307,7 @@ cdef class TriggerPath:
     cdef public bint inline
     cdef object _request_of, _app_of, _declined
     cdef tuple _params_of
-    cdef dict _keys  # app secret -> its HMAC key states (bounded by the configured apps)
+    cdef dict _keys  # app secret -> its HMAC key states (at most _MAX_KEYS: apps from a database come and go)
     cdef object _route_table, _route_path, _route_found  # the last route found (_route)
     # The inner hash's state after the first 64 bytes of the last signed message, and
     # those bytes: method, path and the query's first parameters (the key, the
@@ -515,6 +516,8 @@ cdef class TriggerPath:
         secret = cfg.secret
         states = self._keys.get(secret)
         if states is None:
+            if len(self._keys) >= _MAX_KEYS:
+                self._keys.clear()  # rebuilt on use: a few hundred instructions per app
             states = self._keys[secret] = _hmac_states(secret.encode())
         api = self.api
         routed = self._route(request.path)
