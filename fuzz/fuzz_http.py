@@ -73,7 +73,7 @@ class Door(FrontDoor):
 
     __slots__ = ()
 
-    def _hand_off(self, transport: Any, data: bytes, path: str) -> None:
+    def _hand_off(self, transport: Any, response: bytes, rest: bytes, path: str) -> None:
         transport.handed_off = True
 
 

@@ -83,8 +83,8 @@ def _door(kind: str, simple: bool) -> tuple[Any, _Transport, list[Any]]:
     class Door(module.FrontDoorBase):  # type: ignore[name-defined,misc]
         __slots__ = ()
 
-        def _hand_off(self, transport: Any, data: bytes, path: str) -> None:
-            seen.append(("upgrade", path, data))
+        def _hand_off(self, transport: Any, response: bytes, rest: bytes, path: str) -> None:
+            seen.append(("upgrade", path, rest))
 
     options = FrontDoorOptions(max_head=600, max_body=300, max_pipeline=4)
     door = Door(Router(), handler, options, lambda: "1.1", check_head)

@@ -44,7 +44,7 @@ from test_operations import Proc
 pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parent.parent
-AREAS = ["conntable", "fanout", "frontdoor", "protocol", "query", "trigger", "wsglue"]
+AREAS = ["conntable", "fanout", "frontdoor", "protocol", "query", "trigger", "ws"]
 FALLBACK_WARNING = "soketi-impl's C extensions could not be compiled"
 BUILD_TIMEOUT = 900
 

@@ -8,7 +8,7 @@ import pytest
 
 from soketi_impl.twins import _speedups
 
-AREAS = ["conntable", "protocol", "fanout", "wsglue", "frontdoor", "query", "trigger"]
+AREAS = ["conntable", "protocol", "fanout", "ws", "frontdoor", "query", "trigger"]
 
 
 @pytest.mark.parametrize("area", AREAS)

@@ -1,12 +1,12 @@
 """One port for the WebSocket endpoint and the HTTP API.
 
 :class:`FrontDoor` is the asyncio protocol every accepted socket starts with. It
-parses the request head with httptools. A WebSocket upgrade is handed to picows:
-the transport is switched to a picows ``WSProtocol`` built the way
-``picows.ws_create_server`` builds it, and the bytes read so far are fed to it, so
-from then on picows reads the socket directly and the front door costs the
-WebSocket path nothing (the frames go to :class:`~.wslistener.PusherListener`).
-Every other request stays here and goes to the HTTP handler, with keep-alive.
+parses the request head with httptools. A WebSocket upgrade is answered here (the
+``101``) and the transport is switched to a ``WSConn`` (:mod:`.wslistener`; the
+compiled twin ``twins/_ws_c.pyx``), which from then on reads the socket directly,
+so the front door costs the WebSocket path nothing. Every other request stays here
+and goes to the HTTP handler, with keep-alive. (The module keeps its name from the
+time the WebSocket side was picows's; the host is still called ``picows`` in tests.)
 
 Bounds against a hostile client (all in :class:`FrontDoorOptions`):
 
@@ -21,9 +21,8 @@ Bounds against a hostile client (all in :class:`FrontDoorOptions`):
   out before any body is read; the socket then lingers briefly, discarding input,
   so the answer is not lost to a TCP reset.
 
-picows is pinned exactly (``picows==2.3.1``) because the hand-off builds its
-protocol object with positional arguments; ``tests/test_protocol_ws.py`` and
-``tests/test_hostile_ws.py`` exercise it.
+``tests/test_protocol_ws.py``, ``tests/test_hostile_ws.py`` and ``tests/test_ws_frames.py``
+exercise the WebSocket side.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ HeadCheck = Callable[[HttpRequest], "HttpResponse | None"]
 
 @dataclass(slots=True)
 class FrontDoorOptions:
-    """Limits and picows settings shared by every connection of one listening socket."""
+    """Limits shared by every connection of one listening socket."""
 
     max_head: int = 16 * 1024
     max_body: int = 100 * 1024 * 1024
@@ -58,14 +57,13 @@ class FrontDoorOptions:
     max_pipeline: int = 32
     #: seconds a connection refused from its head keeps discarding input before it is cut
     linger: float = 2.0
+    #: largest client frame, and largest message reassembled from fragments (1009 over it)
     max_frame_size: int = 100 * 1024
-    read_buffer_init_size: int = 2048
-    handshake_timeout: float = 5.0
 
 
 
 class FrontDoor(FrontDoorBase, asyncio.Protocol):
-    """Reads a request head; upgrades go to picows, other requests to ``http_handler``.
+    """Reads a request head; upgrades go to a ``WSConn``, other requests to ``http_handler``.
 
     ``check_head`` (optional) may answer a request from its head alone, before the
     body is read: see :meth:`soketi_impl.service.Pusher.check_http_head`. The HTTP
@@ -75,6 +73,6 @@ class FrontDoor(FrontDoorBase, asyncio.Protocol):
 
     __slots__ = ()
 
-    def _hand_off(self, transport: asyncio.Transport, data: bytes, path: str) -> None:
-        """Switch ``transport`` to picows and replay ``data`` (the fuzz harness replaces this)."""
-        hand_off(transport, data, self.router, path, self.new_socket_id(), self.options)
+    def _hand_off(self, transport: asyncio.Transport, response: bytes, rest: bytes, path: str) -> None:
+        """Switch ``transport`` to a ``WSConn`` (the fuzz harness replaces this)."""
+        hand_off(transport, response, rest, self.router, path, self.new_socket_id(), self.options)

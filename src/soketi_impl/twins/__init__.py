@@ -6,5 +6,5 @@
 - ``_conntable``: the connection table (id -> object)
 - ``_protocol``: client frame parser, server event encoder, channel kinds
 - ``_fanout``: per-app counters, coalescing sinks, the channel table and its broadcast loop
-- ``_wsglue``: gives back picows's idle write buffer after the handshake
+- ``_ws``: the server side of a WebSocket connection (frames in and out) over an asyncio transport
 """

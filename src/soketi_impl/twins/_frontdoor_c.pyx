@@ -18,6 +18,7 @@ import orjson
 from libc.string cimport memchr, memcmp, memcpy
 
 from soketi_impl.http.types import REASONS, HttpRequest, HttpResponse
+from soketi_impl.twins._ws import accept_response
 
 __all__ = ["FrontDoorBase"]
 
@@ -120,7 +121,7 @@ cdef inline bint _lower_is(const unsigned char* s, const char* lower, Py_ssize_t
 
 
 # FrontDoorBase.flags: one C int for every flag.
-cdef int _FIRST = 1  # still in the first request: its raw bytes are kept for the picows hand-off
+cdef int _FIRST = 1  # still in the first request (an upgrade must be the first)
 cdef int _BUSY = 2  # an async handler is running
 cdef int _CLOSING = 4  # done with the socket: input is discarded
 cdef int _CLOSE_AFTER = 8  # close once the queued answers are written
@@ -141,7 +142,7 @@ cdef class FrontDoorBase:
     """Reads a request head; upgrades go to :meth:`_hand_off`, other requests to ``http_handler``."""
 
     cdef public object router, http_handler, check_head, options, new_socket_id, transport
-    cdef public object parser, first, request, body, queue, timer
+    cdef public object parser, request, body, queue, timer
     cdef public bytes url
     cdef public dict headers
     cdef public list out
@@ -171,7 +172,6 @@ cdef class FrontDoorBase:
         self.new_socket_id = new_socket_id
         self.transport = None
         self.parser = httptools.HttpRequestParser(self)
-        self.first = bytearray()  # the first request's raw bytes, for the hand-off
         self.url = b""
         self.headers = _NO_HEADERS
         self.request = None  # the request whose body is being read
@@ -187,10 +187,10 @@ cdef class FrontDoorBase:
     def pending(self) -> tuple[int, int]:
         """``(requests waiting for an answer, bytes held)`` for this connection.
 
-        Bytes held: the first request's raw bytes, the body so far, answers not yet
+        Bytes held: the body so far, answers not yet
         handed to the transport and the transport's own write buffer.
         """
-        held = len(self.first) + len(self.body) + sum(map(len, self.out))
+        held = len(self.body) + sum(map(len, self.out))
         if self.transport is not None:
             held += self.transport.get_write_buffer_size()
         return (len(self.queue) if self.queue else 0) + (self.request is not None), held
@@ -216,7 +216,7 @@ cdef class FrontDoorBase:
         self.queue = None
         self.request = None
         self.parser = None  # it refers back to us
-        self.first = self.body = b""
+        self.body = b""
         self.out = _NO_OUT
         self.headers = _NO_HEADERS
 
@@ -250,12 +250,10 @@ cdef class FrontDoorBase:
             self._update_reading()
 
     cdef _feed(self, data):
-        if self.flags & _FIRST:
-            self.first += data
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade()
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
             if not self.flags & _CLOSING:
                 self._reply_and_close(400, f"Malformed HTTP request: {exc}")
@@ -416,7 +414,6 @@ cdef class FrontDoorBase:
 
     cdef _headers_complete(self, bytes method, bint keep_alive):
         self.flags &= ~_FIRST
-        self.first = b""
         opts = self.options
         length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > opts.max_body:
@@ -679,7 +676,7 @@ cdef class FrontDoorBase:
         """
         self.flags |= _CLOSING
         self.request = None
-        self.body = self.first = b""
+        self.body = b""
         t = self.transport
         if t is None or t.is_closing():
             return
@@ -704,12 +701,14 @@ cdef class FrontDoorBase:
         # A peer that never reads its answer is cut then too: a graceful close would wait.
         self._arm(self.options.linger)
 
-    def _hand_off(self, transport: asyncio.Transport, data: bytes, path: str) -> None:
-        """Switch ``transport`` to the WebSocket protocol and replay ``data`` (the subclass's)."""
+    def _hand_off(self, transport: asyncio.Transport, response: bytes, rest: bytes, path: str) -> None:
+        """Switch ``transport`` to the WebSocket protocol: it writes ``response`` (the 101)
+        and reads ``rest`` first (the subclass's)."""
         raise NotImplementedError
 
-    cdef _upgrade(self):
-        """Hand the socket to picows, replaying what was read so far."""
+    cdef _upgrade(self, bytes rest):
+        """Answer the upgrade and hand the socket to the WebSocket side with ``rest``
+        (what the client sent after the head)."""
         transport = self.transport
         if transport is None or self.flags & _CLOSING:
             return
@@ -722,17 +721,23 @@ cdef class FrontDoorBase:
                 headers=[("Sec-WebSocket-Version", "13")],
             ))
             return
+        if (self.headers.get("upgrade") or "").lower() != "websocket":
+            self._reply_and_close(400, "Upgrade: websocket is the only upgrade served here.")
+            return
+        response = accept_response(self.headers.get("sec-websocket-key"))
+        if response is None:
+            self._reply_and_close(400, "Handshake error: Sec-WebSocket-Key is not 16 bytes in base64.")
+            return
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         path = self.url.decode("utf-8", "replace")
-        data = bytes(self.first)
         self.flags |= _CLOSING  # this protocol is done with the socket
         # uvloop may keep a reference to this protocol's data_received after the
         # switch: drop everything this object holds so only its shell stays alive.
-        self.first = self.body = self.url = b""
+        self.body = self.url = b""
         self.parser = None
         self.headers = _NO_HEADERS
         self.out = _NO_OUT
         self.transport = None
-        self._hand_off(transport, data, path)
+        self._hand_off(transport, response, rest, path)

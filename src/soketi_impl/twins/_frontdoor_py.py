@@ -22,6 +22,7 @@ import httptools
 import orjson
 
 from ..http.types import REASONS, HttpRequest, HttpResponse
+from ._ws import accept_response
 
 if TYPE_CHECKING:
     from ..hosts.picows import FrontDoorOptions
@@ -56,7 +57,7 @@ HeadCheck = Callable[[HttpRequest], "HttpResponse | None"]
 
 # FrontDoor.flags: one int instead of a slot per flag (the shell of every upgraded
 # connection stays alive, see FrontDoor.__slots__).
-_FIRST = 1  # still in the first request: its raw bytes are kept for the picows hand-off
+_FIRST = 1  # still in the first request (an upgrade must be the first)
 _BUSY = 2  # an async handler is running
 _CLOSING = 4  # done with the socket: input is discarded
 _CLOSE_AFTER = 8  # close once the queued answers are written
@@ -91,7 +92,7 @@ class FrontDoorBase:
     # object outlives the upgrade: slots keep that leftover small.
     __slots__ = (
         "router", "http_handler", "check_head", "options", "new_socket_id", "transport", "parser",
-        "first", "url", "headers", "request", "body", "head_size", "queue", "out", "timer",
+        "url", "headers", "request", "body", "head_size", "queue", "out", "timer",
         "deadline", "flags", "simple",
     )
 
@@ -110,7 +111,6 @@ class FrontDoorBase:
         self.new_socket_id = new_socket_id
         self.transport: asyncio.Transport | None = None
         self.parser: Any = httptools.HttpRequestParser(self)
-        self.first: bytes | bytearray = bytearray()  # the first request's raw bytes, for the hand-off
         self.url = b""
         self.headers: dict[str, str] = _NO_HEADERS
         self.request: HttpRequest | None = None  # the request whose body is being read
@@ -129,10 +129,10 @@ class FrontDoorBase:
     def pending(self) -> tuple[int, int]:
         """``(requests waiting for an answer, bytes held)`` for this connection.
 
-        Bytes held: the first request's raw bytes, the body so far, answers not yet
+        Bytes held: the body so far, answers not yet
         handed to the transport and the transport's own write buffer.
         """
-        held = len(self.first) + len(self.body) + sum(map(len, self.out))
+        held = len(self.body) + sum(map(len, self.out))
         if self.transport is not None:
             held += self.transport.get_write_buffer_size()
         return (len(self.queue) if self.queue else 0) + (self.request is not None), held
@@ -158,7 +158,7 @@ class FrontDoorBase:
         self.queue = None
         self.request = None
         self.parser = None  # it refers back to us
-        self.first = self.body = b""
+        self.body = b""
         self.out = _NO_OUT
         self.headers = _NO_HEADERS
 
@@ -189,12 +189,10 @@ class FrontDoorBase:
             self._update_reading()
 
     def _feed(self, data: bytes) -> None:
-        if self.flags & _FIRST:
-            self.first += data
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade()
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
             if not self.flags & _CLOSING:
                 self._reply_and_close(400, f"Malformed HTTP request: {exc}")
@@ -309,7 +307,6 @@ class FrontDoorBase:
 
     def _headers_complete(self, method: bytes, keep_alive: bool) -> None:
         self.flags &= ~_FIRST
-        self.first = b""
         opts = self.options
         length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > opts.max_body:
@@ -538,7 +535,7 @@ class FrontDoorBase:
         """
         self.flags |= _CLOSING
         self.request = None
-        self.body = self.first = b""
+        self.body = b""
         t = self.transport
         if t is None or t.is_closing():
             return
@@ -563,12 +560,14 @@ class FrontDoorBase:
         # A peer that never reads its answer is cut then too: a graceful close would wait.
         self._arm(self.options.linger)
 
-    def _hand_off(self, transport: asyncio.Transport, data: bytes, path: str) -> None:
-        """Switch ``transport`` to the WebSocket protocol and replay ``data`` (the subclass's)."""
+    def _hand_off(self, transport: asyncio.Transport, response: bytes, rest: bytes, path: str) -> None:
+        """Switch ``transport`` to the WebSocket protocol: it writes ``response`` (the 101)
+        and reads ``rest`` first (the subclass's)."""
         raise NotImplementedError
 
-    def _upgrade(self) -> None:
-        """Hand the socket to picows, replaying what was read so far."""
+    def _upgrade(self, rest: bytes) -> None:
+        """Answer the upgrade and hand the socket to the WebSocket side with ``rest``
+        (what the client sent after the head)."""
         transport = self.transport
         if transport is None or self.flags & _CLOSING:
             return
@@ -581,17 +580,23 @@ class FrontDoorBase:
                 headers=[("Sec-WebSocket-Version", "13")],
             ))
             return
+        if (self.headers.get("upgrade") or "").lower() != "websocket":
+            self._reply_and_close(400, "Upgrade: websocket is the only upgrade served here.")
+            return
+        response = accept_response(self.headers.get("sec-websocket-key"))
+        if response is None:
+            self._reply_and_close(400, "Handshake error: Sec-WebSocket-Key is not 16 bytes in base64.")
+            return
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         path = self.url.decode("utf-8", "replace")
-        data = bytes(self.first)
         self.flags |= _CLOSING  # this protocol is done with the socket
         # uvloop may keep a reference to this protocol's data_received after the
         # switch: drop everything this object holds so only its shell stays alive.
-        self.first = self.body = self.url = b""
+        self.body = self.url = b""
         self.parser = None
         self.headers = _NO_HEADERS
         self.out = _NO_OUT
         self.transport = None
-        self._hand_off(transport, data, path)
+        self._hand_off(transport, response, rest, path)
