@@ -205,12 +205,48 @@ def server_env(port: int, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def proc_cpu_s(pid: int) -> float:
-    """user + system CPU seconds of a process, from /proc/PID/stat."""
+def proc_cpu_parts(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads, from /proc/PID/stat
+    (utime and stime)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def proc_cpu_s(pid: int) -> float:
+    """user + system CPU seconds of a process, from /proc/PID/stat."""
+    user, system = proc_cpu_parts(pid)
+    return user + system
+
+
+def proc_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a server started with ``--workers N`` or
+    ``SOKETI_WORKERS`` is a supervisor and its workers; the others are one process)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, todo = [pid], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        tree += kids
+        todo += kids
+    return tree
+
+
+def tree_cpu_parts(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """(user, system) CPU seconds of each process in ``pids`` that is still there."""
+    out: dict[int, tuple[float, float]] = {}
+    for p in pids:
+        with contextlib.suppress(OSError):
+            out[p] = proc_cpu_parts(p)
+    return out
 
 
 def proc_run_delay(pid: int) -> tuple[float, int]:
@@ -256,7 +292,7 @@ class CpuWatch:
         self.pid = server_pid
         self.t = time.monotonic()
         self.ticks = cpu_ticks()
-        self.server = proc_cpu_s(server_pid)
+        self.server = tree_cpu_parts(proc_tree(server_pid))
         self.delay = proc_run_delay(server_pid)
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.children = ru.ru_utime + ru.ru_stime
@@ -265,7 +301,13 @@ class CpuWatch:
         hz = os.sysconf("SC_CLK_TCK")
         wall = time.monotonic() - self.t
         ticks = cpu_ticks()
-        server = proc_cpu_s(self.pid) - self.server
+        # The server's process tree now, old members included (a process started during
+        # the run counts from zero); user and system apart: the compiled build's work is
+        # the user share, the kernel's socket work the system share.
+        now = tree_cpu_parts(sorted(set(self.server) | set(proc_tree(self.pid))))
+        user = sum(u - self.server.get(p, (0.0, 0.0))[0] for p, (u, _) in now.items())
+        system = sum(k - self.server.get(p, (0.0, 0.0))[1] for p, (_, k) in now.items())
+        server = user + system
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         client = ru.ru_utime + ru.ru_stime - self.children
 
@@ -278,6 +320,9 @@ class CpuWatch:
         return {
             "wall_s": round(wall, 3),
             "server_cpu_s": round(server, 3),
+            "server_user_s": round(user, 3),
+            "server_system_s": round(system, 3),
+            "server_processes": len(now),
             "client_cpu_s": round(client, 3),
             "others_server_cpu_s": round(max(0.0, busy(SERVER_CPU) - server), 3),
             "others_client_cpu_s": round(max(0.0, busy(CLIENT_CPU) - client), 3),
@@ -460,8 +505,21 @@ def _conns_metrics(settled: bool) -> dict[str, str]:
             "memory per connection, right after; baseline 2 s after warm-up (KiB)"
         )
     m["server_cpu_ms_per_conn"] = "server CPU per connection (ms)"
+    m.update(_split_metrics("ms_per_conn", "connection (ms)"))
     m["server_cpu_s"] = "server CPU s"
     return m
+
+
+#: Server CPU seconds of every run, kept in the JSON and its summaries, not table rows.
+CPU_SECONDS = ("server_cpu_s", "server_user_s", "server_system_s")
+
+
+def _split_metrics(suffix: str, per: str) -> dict[str, str]:
+    """The user and system rows of server CPU per operation (``derive`` computes them)."""
+    return {
+        f"server_user_{suffix}": f"server user CPU per {per}",
+        f"server_system_{suffix}": f"server system CPU per {per}",
+    }
 
 
 def _lat_metrics(prefix: str = "") -> dict[str, str]:
@@ -529,6 +587,7 @@ SCENARIOS: dict[str, Scenario] = {
             {
                 "deliveries_per_s": "deliveries/s",
                 "deliveries_per_cpu_s": "deliveries per server CPU second",
+                **_split_metrics("us_per_delivery", "delivery (µs)"),
                 **_lat_metrics(),
                 "lost": "deliveries lost",
                 "server_cpu_s": "server CPU s",
@@ -624,6 +683,7 @@ SCENARIOS: dict[str, Scenario] = {
             {
                 "round_trips_per_s": "round trips/s",
                 "round_trips_per_cpu_s": "round trips per server CPU second",
+                **_split_metrics("us_per_round_trip", "round trip (µs)"),
                 "p50_us": "p50 (µs)",
                 "p99_us": "p99 (µs)",
                 "server_cpu_s": "server CPU s",
@@ -670,6 +730,7 @@ SCENARIOS: dict[str, Scenario] = {
             {
                 "deliveries_per_s": "deliveries/s",
                 "deliveries_per_cpu_s": "deliveries per server CPU second",
+                **_split_metrics("us_per_delivery", "delivery (µs)"),
                 **_lat_metrics(),
                 "lost": "deliveries lost",
                 "server_cpu_s": "server CPU s",
@@ -692,6 +753,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "saturation_publishes_per_s": "publishes/s at saturation (32 in flight)",
                 "saturation_p99_ms": "p99 at saturation (ms)",
                 "client_cpu_share": "load client CPU share at saturation",
+                **_split_metrics("us_per_delivery", "delivery, whole run (µs)"),
                 "server_cpu_s": "server CPU s",
             },
             "sustained_publishes_per_s",
@@ -746,6 +808,20 @@ def derive(result: dict[str, Any]) -> dict[str, Any]:
         result["deliveries_per_cpu_s"] = round(result.get("deliveries", 0) / cpu, 1)
     if cpu > 0 and result.get("mode") == "ping":
         result["round_trips_per_cpu_s"] = round(result.get("pongs", 0) / cpu, 1)
+    # Server CPU per operation, user and system apart, over the same interval and count
+    # as the "per server CPU second" rows (the whole load-client run).
+    per_op = {
+        "fanout": ("deliveries", 1e6, "us_per_delivery"),
+        "client": ("deliveries", 1e6, "us_per_delivery"),
+        "ping": ("pongs", 1e6, "us_per_round_trip"),
+        "conns": ("subscribed", 1e3, "ms_per_conn"),
+    }.get(str(result.get("mode")))
+    if per_op is not None:
+        count_key, scale, suffix = per_op
+        n = result.get(count_key) or 0
+        if n and "server_user_s" in result:
+            for part in ("user", "system"):
+                result[f"server_{part}_{suffix}"] = round(result[f"server_{part}_s"] * scale / n, 4)
     if "saturation_p99_us" in result:
         result["saturation_p99_ms"] = result["saturation_p99_us"] / 1000
         result["client_cpu_share"] = result.get("saturation_client_cpu")
@@ -910,7 +986,7 @@ def measure(
 def summarise(runs: list[dict[str, Any]], scenario: Scenario) -> dict[str, Any]:
     """Median, min and max of each metric over the runs."""
     summary: dict[str, Any] = {}
-    for key in scenario.metrics:
+    for key in dict.fromkeys([*scenario.metrics, *CPU_SECONDS]):
         vals = [r[key] for r in runs if isinstance(r.get(key), (int, float)) and r.get("ok", True)]
         if vals:
             summary[key] = {
@@ -985,7 +1061,8 @@ def _fmt(v: float | None) -> str:
 
 
 def table(data: dict[str, Any]) -> str:
-    """Markdown table: median [min-max] per server, and ratios of ours to soketi and to raw."""
+    """Markdown table: median [min-max] per server, and ratios of ours to soketi, to raw
+    and to the pure-Python build."""
     servers = [
         s for s in ALL_SERVERS if any(s in data["scenarios"].get(sc, {}) for sc in SCENARIOS)
     ]
@@ -998,6 +1075,7 @@ def table(data: dict[str, Any]) -> str:
         ],
         "ours ÷ soketi",
         "ours ÷ raw picows",
+        "ours ÷ pure Python",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for sc_name, sc in SCENARIOS.items():
@@ -1005,7 +1083,7 @@ def table(data: dict[str, Any]) -> str:
         if not cells:
             continue
         for key, label in sc.metrics.items():
-            if key == "server_cpu_s":
+            if key in CPU_SECONDS:
                 continue
             meds: dict[str, float | None] = {}
             row = [sc_name, label]
@@ -1022,7 +1100,7 @@ def table(data: dict[str, Any]) -> str:
                     meds[s] = None
                     row.append("—")
             ours = meds.get("ours")
-            for base in ("soketi", "raw"):
+            for base in ("soketi", "raw", "ours-py"):
                 b = meds.get(base)
                 row.append(f"{ours / b:.2f}×" if ours is not None and b else "—")
             lines.append("| " + " | ".join(row) + " |")

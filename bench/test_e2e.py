@@ -148,6 +148,11 @@ def test_run_conns_reads_memory_and_cpu(loadclient: Path, tmp_path: Path) -> Non
     assert r["rss_right_after_kb"] > 0 and r["rss_before_kb"] > 0
     assert r["mem_per_conn_right_after_kb"] is not None and "mem_per_conn_kb" not in r
     assert r["server_cpu_ms_per_conn"] > 0 and r["warm_conns"] == e2e.WARM_CONNS
+    # user and system apart, from the same reads: they add up to the total
+    assert r["server_processes"] == 1
+    assert r["server_user_s"] + r["server_system_s"] == pytest.approx(r["server_cpu_s"], abs=0.002)
+    per_conn = r["server_user_ms_per_conn"] + r["server_system_ms_per_conn"]
+    assert per_conn == pytest.approx(r["server_cpu_ms_per_conn"], abs=0.002)
 
 
 def test_conns_in_flight_until_subscribed(loadclient: Path) -> None:
@@ -224,6 +229,30 @@ def test_table_ratios() -> None:
     out = e2e.table(data)
     row = next(line for line in out.splitlines() if "deliveries/s" in line)
     assert "3.00×" in row and "0.50×" in row
+
+
+def test_cpu_split_per_operation() -> None:
+    """derive: server user and system CPU per delivery and per connection; the table gives
+    them rows with a ratio to the pure-Python build, and leaves the seconds out."""
+    cpu = {"server_cpu_s": 2.5, "server_user_s": 2.0, "server_system_s": 0.5}
+    f = e2e.derive({"mode": "fanout", "deliveries": 2_000_000, **cpu})
+    assert (f["server_user_us_per_delivery"], f["server_system_us_per_delivery"]) == (1.0, 0.25)
+    c = e2e.derive({"mode": "conns", "subscribed": 10_000, **cpu})
+    assert (c["server_user_ms_per_conn"], c["server_system_ms_per_conn"]) == (0.2, 0.05)
+
+    def cell(user: float) -> dict[str, Any]:
+        m = {"median": user, "min": user, "max": user, "n": 1}
+        return {"summary": {"server_user_us_per_delivery": m, "server_user_s": m}}
+
+    data = {
+        "meta": {},
+        "scenarios": {"fanout": {"ours": cell(1.0), "ours-py": cell(2.0), "soketi": cell(4.0)}},
+    }
+    lines = e2e.table(data).splitlines()
+    assert "ours ÷ pure Python" in lines[0]
+    row = next(line for line in lines if "server user CPU per delivery (µs)" in line)
+    assert row.endswith("| 0.25× | — | 0.50× |")
+    assert not any("| server CPU s |" in line for line in lines)
 
 
 def test_summarise_median_min_max() -> None:

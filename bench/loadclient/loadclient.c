@@ -975,9 +975,12 @@ static void put_ramp(void) {
     int best = -1;
     for (int i = 1; i < n_steps; i++)
         if (steps[i].good && (best < 0 || steps[i].offered > steps[best].offered)) best = i;
+    /* deliveries and published: the whole run (saturation, every step, warm-ups), the
+     * count the runner divides the server's CPU over the run by */
     jput(",\"channels\":%d,\"p99_bound_ms\":%g,\"saturation_publishes_per_s\":%.1f,\"saturation_p99_us\":%.0f,"
-         "\"saturation_client_cpu\":%.3f,\"steps\":[",
-         cfg.channels, cfg.p99_bound, steps[0].delivered, steps[0].p99, steps[0].client_cpu);
+         "\"saturation_client_cpu\":%.3f,\"deliveries\":%llu,\"published\":%llu,\"steps\":[",
+         cfg.channels, cfg.p99_bound, steps[0].delivered, steps[0].p99, steps[0].client_cpu,
+         (unsigned long long)n_deliveries, (unsigned long long)n_pub_sent);
     for (int i = 1; i < n_steps; i++) {
         step_t *s = &steps[i];
         jput("%s{\"offered\":%.1f,\"publishes_per_s\":%.1f,\"p50_us\":%.0f,\"p99_us\":%.0f,\"max_us\":%.0f,"
