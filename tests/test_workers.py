@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from cluster_util import TIMEOUT, Sub, free_ports, marker, run_workers, sdk, worker_pids
-from conftest import base_env, free_port, wait_until
+from conftest import ServerProcess, base_env, free_port, wait_until
 from soketi_impl.adapters.local_ipc import wire
 from soketi_impl.config import load_config
 from soketi_impl.config.values import cpu_count
@@ -88,6 +89,42 @@ def test_presence_across_workers_is_one_member_per_user() -> None:
             refused = Sub(w0)
             assert refused.subscribe("presence-room", {"user_id": "cid"})["event"] == "pusher:subscription_error"
             refused.close()
+        finally:
+            for s in (a, b, c):
+                s.close()
+
+
+def refused(server: ServerProcess) -> tuple[int, int | None]:
+    """Connect and be refused: (the pusher:error code, the close code)."""
+    with connect(server.ws_url, open_timeout=TIMEOUT, close_timeout=1) as ws:
+        msg = json.loads(ws.recv(timeout=TIMEOUT))
+        assert msg["event"] == "pusher:error", msg
+        data = msg["data"] if isinstance(msg["data"], dict) else json.loads(msg["data"])
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=TIMEOUT)
+    return int(data["code"]), closed.value.rcvd.code if closed.value.rcvd is not None else None
+
+
+def test_max_connections_spans_the_workers() -> None:
+    with run_workers({"SOKETI_DEFAULT_APP_MAX_CONNS": "3"}, 2, MODE) as (sup, (w0, w1)):
+        a, b = Sub(w0), Sub(w0)
+        c = Sub(w1)
+        try:
+            a.subscribe("on-w0")
+            c.subscribe("on-w1")
+            # a worker's count leaves before an event it publishes later: once the other
+            # worker delivered the marker it has heard the count
+            assert marker(sdk(w0), "on-w1", c, "w0 has 2") == []
+            assert marker(sdk(w1), "on-w0", a, "w1 has 1") == []
+            assert refused(w1) == (4004, 4004)
+            assert refused(w0) == (4004, 4004)
+            assert refused(sup) == (4004, 4004)  # the shared port, whichever worker takes it
+            b.close()  # room for one, on either worker
+            assert marker(sdk(w0), "on-w1", c, "w0 has 1") == []
+            d = Sub(w1)
+            assert marker(sdk(w1), "on-w0", a, "w1 has 2") == []
+            assert refused(w0) == (4004, 4004)
+            d.close()
         finally:
             for s in (a, b, c):
                 s.close()
