@@ -130,6 +130,58 @@ def test_max_connections_spans_the_workers() -> None:
                 s.close()
 
 
+def scrape(port: int) -> dict[str, float]:
+    """The metrics port's /metrics: sample name -> value, for the test app."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from conftest import APP_ID
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT * 2) as r:
+        text = r.read().decode()
+    return {
+        s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+        if s.labels.get("app_id") == APP_ID
+    }
+
+
+def test_metrics_on_worker_0_add_up_every_worker() -> None:
+    from soketi_impl.adapters.local_ipc.adapter import STATS_TIMEOUT
+
+    metrics_port = free_port()
+    env = {"SOKETI_METRICS_ENABLED": "true", "SOKETI_METRICS_HOST": "127.0.0.1",
+           "SOKETI_METRICS_SERVER_PORT": str(metrics_port)}
+    with run_workers(env, 2, MODE) as (sup, (w0, w1)):
+        subs = [Sub(w0), Sub(w1), Sub(w1)]
+        stopped = 0
+        try:
+            for s in subs:  # a ping each, answered: the counters moved
+                s.send("pusher:ping", {})
+                assert s.recv()["event"] == "pusher:pong"
+            got = scrape(metrics_port)
+            assert got["soketi_connected"] == 3
+            assert got["soketi_new_connections_total"] == 3
+            assert got["soketi_ws_messages_received_total"] == 3
+            assert got["soketi_ws_messages_sent_total"] == 6  # established and pong, each
+            # a worker that does not answer (stopped) is left out after the timeout, with a log line
+            stopped = worker_pids(sup)[1]
+            os.kill(stopped, signal.SIGSTOP)
+            started = time.monotonic()
+            got = scrape(metrics_port)
+            assert time.monotonic() - started < STATS_TIMEOUT + 2
+            assert got["soketi_connected"] == 1
+            assert any("worker(s) 1 did not send their statistics" in line for line in sup.log), sup.log
+            os.kill(stopped, signal.SIGCONT)
+            stopped = 0
+            assert scrape(metrics_port)["soketi_connected"] == 3
+        finally:
+            if stopped:
+                os.kill(stopped, signal.SIGCONT)
+            for s in subs:
+                s.close()
+
+
 @pytest.mark.clients
 def test_pusher_js_follows_the_count_across_workers(node_modules: Path) -> None:
     from test_clients_pusherjs import check, run_scenario
@@ -147,7 +199,10 @@ def test_with_redis_each_worker_is_a_node_of_it() -> None:
     need("redis")
     prefix = new_prefix("redis")
     try:
-        with run_workers(cluster_env("redis", prefix), 2, MODE) as (_, (w0, w1)):
+        metrics_port = free_port()
+        env = {**cluster_env("redis", prefix), "SOKETI_METRICS_ENABLED": "true",
+               "SOKETI_METRICS_HOST": "127.0.0.1", "SOKETI_METRICS_SERVER_PORT": str(metrics_port)}
+        with run_workers(env, 2, MODE) as (_, (w0, w1)):
             a, b = Sub(w0), Sub(w1)
             try:
                 b.subscribe("news")
@@ -157,6 +212,8 @@ def test_with_redis_each_worker_is_a_node_of_it() -> None:
                 assert b.join("presence-r", "ann")["count"] == 1
                 # the workers registered themselves in Redis (the hub carries nothing)
                 assert asyncio.run(leftovers("redis", prefix)) != []
+                # but worker 0's /metrics still asks worker 1 over the hub
+                assert scrape(metrics_port)["soketi_connected"] == 2
             finally:
                 a.close()
                 b.close()
