@@ -17,11 +17,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from cluster_util import DRIVERS, TIMEOUT, Client, cleanup, need, new_prefix, node
+from cluster_util import DRIVERS, Client, cleanup, need, new_prefix, node
 from conftest import APP_ID, APP_KEY
 from soketi_impl.server import Server
 
 LIMIT = {"SOKETI_DEFAULT_APP_MAX_CONNS": "3"}
+#: as in test_cluster_counts.py: a NATS write and its watch can take seconds on a loaded machine
+TIMEOUT = 10.0
 
 pytestmark = pytest.mark.timeout(60)
 

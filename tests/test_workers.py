@@ -171,7 +171,8 @@ def test_metrics_on_worker_0_add_up_every_worker() -> None:
             got = scrape(metrics_port)
             assert time.monotonic() - started < STATS_TIMEOUT + 2
             assert got["soketi_connected"] == 1
-            assert any("worker(s) 1 did not send their statistics" in line for line in sup.log), sup.log
+            wait_until(lambda: any("worker(s) 1 did not send their statistics" in line for line in list(sup.log)),
+                       TIMEOUT, "worker 0's line about worker 1")
             os.kill(stopped, signal.SIGCONT)
             stopped = 0
             assert scrape(metrics_port)["soketi_connected"] == 3
