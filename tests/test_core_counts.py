@@ -336,6 +336,30 @@ async def test_max_connections_counts_every_node_s_connections() -> None:
     assert c1.closed_with is None and c2.closed_with is None
 
 
+async def test_an_answer_older_than_a_fact_is_not_taken() -> None:
+    """A node that answered a new node's question, then closed its connections: the new
+    node hears the 0 before the answer, and keeps the 0."""
+    timers, cluster, [(na, _), _] = two_nodes(SOKETI_DEFAULT_APP_MAX_CONNS="3")
+    a1 = Peer(na).open()
+    await a1.settle()
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    class Slow(MemoryNode):
+        async def ask(self, app_id: str, op: str, arg: str | None) -> list[Any]:
+            answers = await super().ask(app_id, op, arg)  # node a answers now: 1
+            await gate
+            return answers
+
+    nc, _ = make_node(timers, Slow(cluster), SOKETI_DEFAULT_APP_MAX_CONNS="3")
+    nc.counts.learn(nc.apps[APP])
+    await a1.settle()
+    a1._close(1000, "")
+    await a1.settle()  # node a's 0 reaches node c before the answer
+    gate.set_result(None)
+    await a1.settle()
+    assert nc.apps[APP].elsewhere == 0
+
+
 async def test_max_connections_slack_is_the_other_nodes_admissions_of_one_delay() -> None:
     """The bound stated in soketi_impl/pusher/counts.py: nodes admitting in the same loop
     iteration (before either heard of the other) go over by the other's admissions, and no

@@ -105,6 +105,8 @@ class Counts:
         self._elsewhere: dict[str, dict[str, int]] = {}
         #: app ids whose other nodes were asked for their counts (or are being asked)
         self._learned: set[str] = set()
+        #: app id -> the tokens heard of (facts) while its question waits for the answers
+        self._asking: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------------ this node's changes
 
@@ -163,18 +165,24 @@ class Counts:
 
     async def _learn(self, app: AppState) -> None:
         app_id = app.config.id
+        heard = self._asking[app_id] = set()
         try:
             answers = await self.core.adapter.ask(app_id, CONNECTIONS_QUERY, None)
         except Exception as exc:  # the adapter is away: what it tells later is all we know
             log.info("the other nodes' connections of app %s are unknown: %s", app_id, exc)
             return
+        finally:
+            del self._asking[app_id]
         shares = self._elsewhere.setdefault(app_id, {})
         for answer in answers:
             if not isinstance(answer, list) or len(answer) != 2:
                 continue
             token, n = answer
-            # a fact heard since the question was sent is newer than the answer
-            if isinstance(token, str) and token != self.token and token not in shares and isinstance(n, int) and n > 0:
+            # a fact heard since the question was sent is newer than the answer (a node that
+            # answered, then left: its 0 must not be undone by its answer)
+            if not isinstance(token, str) or token == self.token or token in shares or token in heard:
+                continue
+            if isinstance(n, int) and n > 0:
                 shares[token] = n
                 app.elsewhere += n
         if not shares:
@@ -182,6 +190,9 @@ class Counts:
 
     def _sockets_elsewhere(self, app: AppState, token: str, total: int) -> None:
         """Another node's connections of ``app`` are now ``total``."""
+        heard = self._asking.get(app.config.id)
+        if heard is not None:
+            heard.add(token)
         shares = self._elsewhere.setdefault(app.config.id, {})
         app.elsewhere += total - shares.get(token, 0)
         if total > 0:
