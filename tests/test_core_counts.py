@@ -20,7 +20,7 @@ from soketi_impl.adapters.base import LocalAdapter, crosses_zero
 from soketi_impl.config import load_config
 from soketi_impl.pusher import PusherServer
 from soketi_impl.webhooks import WebhookSender
-from test_core_protocol import APP, KEY, SECRET, FakeClock, Peer
+from test_core_protocol import APP, KEY, SECRET, FakeClock, Peer, closed_with
 from test_webhooks_observer import FakeTimers
 
 HOOKS = ["channel_occupied", "channel_vacated", "subscription_count"]
@@ -89,6 +89,10 @@ class MemoryNode(LocalAdapter):
 
     async def count_totals(self, app_id: str, kind: str, names: list[str]) -> list[int]:
         return [sum(self.cluster.shares.get((app_id, kind, n), {}).values()) for n in names]
+
+    async def ask(self, app_id: str, op: str, arg: str | None) -> list[Any]:
+        answers = (other.host.answer(app_id, op, arg) for other in self.cluster.nodes if other is not self)
+        return [a for a in answers if a is not None]
 
 
 def make_node(timers: FakeTimers, adapter: LocalAdapter | None = None, **env: str) -> tuple[PusherServer, RecordingSender]:
@@ -300,3 +304,77 @@ async def test_a_new_watchlist_learns_users_online_on_other_nodes_only() -> None
     assert [e["data"]["events"] for e in watcher.events("pusher_internal:watchlist_events")] == [
         [{"name": "offline", "user_ids": ["bob", "carol"]}], [{"name": "online", "user_ids": ["bob"]}],
     ]
+
+
+# ---------------------------------------------------------------- maxConnections across nodes
+
+
+async def test_max_connections_counts_every_node_s_connections() -> None:
+    timers, cluster, [(na, _), (nb, _)] = two_nodes(SOKETI_DEFAULT_APP_MAX_CONNS="3")
+    a1, a2 = Peer(na).open(), Peer(na).open()
+    await a1.settle()  # node a's count leaves at the end of its loop iteration
+    assert na.apps[APP].elsewhere == 0 and nb.apps[APP].elsewhere == 2
+    b1 = Peer(nb).open()
+    refused = Peer(nb).open()
+    assert await closed_with(refused) == 4004
+    assert b1.closed_with is None and na.apps[APP].elsewhere == 1
+    a2._close(1000, "")
+    await a1.settle()
+    Peer(nb).open()  # room again: node a has one
+    await a1.settle()
+    again = Peer(na).open()
+    assert await closed_with(again) == 4004
+    # a node that dies leaves the count when it is reaped; one that starts asks the others
+    cluster.kill(cluster.nodes[1])
+    assert na.apps[APP].elsewhere == 0
+    nc, _ = make_node(timers, MemoryNode(cluster), SOKETI_DEFAULT_APP_MAX_CONNS="3")
+    nc.counts.learn(nc.apps[APP])
+    await a1.settle()
+    assert nc.apps[APP].elsewhere == 1
+    c1, c2 = Peer(nc).open(), Peer(nc).open()
+    assert await closed_with(Peer(nc).open()) == 4004
+    assert c1.closed_with is None and c2.closed_with is None
+
+
+async def test_an_answer_older_than_a_fact_is_not_taken() -> None:
+    """A node that answered a new node's question, then closed its connections: the new
+    node hears the 0 before the answer, and keeps the 0."""
+    timers, cluster, [(na, _), _] = two_nodes(SOKETI_DEFAULT_APP_MAX_CONNS="3")
+    a1 = Peer(na).open()
+    await a1.settle()
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    class Slow(MemoryNode):
+        async def ask(self, app_id: str, op: str, arg: str | None) -> list[Any]:
+            answers = await super().ask(app_id, op, arg)  # node a answers now: 1
+            await gate
+            return answers
+
+    nc, _ = make_node(timers, Slow(cluster), SOKETI_DEFAULT_APP_MAX_CONNS="3")
+    nc.counts.learn(nc.apps[APP])
+    await a1.settle()
+    a1._close(1000, "")
+    await a1.settle()  # node a's 0 reaches node c before the answer
+    gate.set_result(None)
+    await a1.settle()
+    assert nc.apps[APP].elsewhere == 0
+
+
+async def test_max_connections_slack_is_the_other_nodes_admissions_of_one_delay() -> None:
+    """The bound stated in soketi_impl/pusher/counts.py: nodes admitting in the same loop
+    iteration (before either heard of the other) go over by the other's admissions, and no
+    node goes over on its own count."""
+    _, _, [(na, _), (nb, _)] = two_nodes(SOKETI_DEFAULT_APP_MAX_CONNS="2")
+    peers = [Peer(core).open() for core in (na, nb, na, nb, na)]
+    await peers[0].settle()
+    assert [p.closed_with for p in peers] == [None, None, None, None, 4004]
+    assert len(na.apps[APP].sockets) + len(nb.apps[APP].sockets) == 4  # 2 over: node b's 2
+    assert na.apps[APP].elsewhere == 2 and nb.apps[APP].elsewhere == 2
+    assert await closed_with(Peer(nb).open()) == 4004  # heard: no more anywhere
+
+
+async def test_an_app_without_a_limit_reports_no_connection_count() -> None:
+    _, cluster, [(na, _), _] = two_nodes()
+    peer = Peer(na).open()
+    await peer.settle()
+    assert not any(kind == "sockets" for _, kind, _ in cluster.shares)

@@ -195,6 +195,41 @@ def test_two_registries_do_not_collide() -> None:
     assert samples(b.render())[key] == 2
 
 
+def test_other_processes_values_are_added_up() -> None:
+    """Worker 0's page with the other workers' values (--workers N): sums per app, webhooks and
+    hooks; an app another worker alone has is there; what is not shaped as values is skipped."""
+    mine, other = MetricsRegistry(process_metrics=False), MetricsRegistry(process_metrics=False)
+    a, b = distinct_stats(100), distinct_stats(5000)
+    mine.add_app("1", a)
+    other.add_app("1", b)
+    other.add_app("2", FakeStats(connected=7))
+    mine.set_webhook_source(FakeSender(queue_depth=1, sent=2))
+    other.set_webhook_source(FakeSender(queue_depth=3, sent=4))
+    sent = json.loads(json.dumps(other.values()))  # as it crosses the hub
+    got = samples(mine.render([sent, "junk", {"apps": {"1": {"connected": "x", "deliveries": True}}}]))
+    labels = (("app_id", "1"), ("port", "6001"))
+    for name, attr in APP_SAMPLES.items():
+        assert got[(name, labels)] == getattr(a, attr) + getattr(b, attr), name
+    assert got[("soketi_connected", (("app_id", "2"), ("port", "6001")))] == 7
+    assert got[("soketi_webhook_queue_depth", (("port", "6001"),))] == 4
+    assert got[("soketi_webhook_sent_total", (("port", "6001"),))] == 6
+    # the others' values count for that page only
+    assert samples(mine.render())[("soketi_connected", labels)] == a.connected
+
+
+async def test_render_all_asks_the_others() -> None:
+    mine, other = MetricsRegistry(process_metrics=False), MetricsRegistry(process_metrics=False)
+    mine.add_app("1", FakeStats(connected=1))
+    other.add_app("1", FakeStats(connected=2))
+    assert samples(await mine.render_all())[("soketi_connected", (("app_id", "1"), ("port", "6001")))] == 1
+
+    async def others() -> list[object]:
+        return [other.values()]
+
+    mine.others = others
+    assert samples(await mine.render_all())[("soketi_connected", (("app_id", "1"), ("port", "6001")))] == 3
+
+
 def test_memory_usage_shape() -> None:
     mem = memory_usage()["memory"]
     for k in (

@@ -35,6 +35,13 @@ prometheus_client always writes a counter's samples as ``name_total``, which
 would rename them and break dashboards written for soketi, so we keep soketi's
 exact sample names and declare them ``untyped`` (``rate()`` works the same).
 
+With ``--workers N`` only worker 0 serves the metrics port; at each scrape it asks
+the other workers for their counters over the hub (:attr:`MetricsRegistry.others`,
+each answers :meth:`MetricsRegistry.values`), with a timeout, and the page shows the
+sums: per app, the webhook sender's and the hooks' figures. A worker that does not
+answer in time is left out of that scrape (a log line names it). The process
+collector's figures (memory, CPU, file descriptors) stay worker 0's own.
+
 :class:`~soketi_impl.metrics_server.MetricsServer` serves the metrics port
 (``/metrics`` from a registry, plus ``/``, ``/ready`` and ``/usage``); it and
 :func:`~soketi_impl.metrics_server.memory_usage` are re-exported here.
@@ -42,8 +49,8 @@ exact sample names and declare them ``untyped`` (``rate()`` works the same).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -230,6 +237,9 @@ class MetricsRegistry:
         metrics.add_app(app.id, app_stats)
         metrics.set_webhook_source(sender)
         page = metrics.render()
+
+    ``others``, when set (worker 0 of ``--workers N``), gives the other processes'
+    :meth:`values`; :meth:`render_all` adds them up.
     """
 
     def __init__(
@@ -240,6 +250,10 @@ class MetricsRegistry:
         self._apps: dict[str, object] = {}
         self._webhooks: object | None = None
         self._hooks: Callable[[], object | None] | None = None
+        #: the other processes' :meth:`values` (those that answered in time), or None: this one alone
+        self.others: Callable[[], Awaitable[list[Any]]] | None = None
+        #: what :meth:`render` adds to this process's counters (only while it runs)
+        self._extra: list[dict[str, Any]] = []
         #: The private registry (not prometheus_client's global one), so several
         #: servers in one process, as in the tests, do not collide.
         self.registry = CollectorRegistry(auto_describe=False)
@@ -264,32 +278,70 @@ class MetricsRegistry:
         (its ``stats()``) or None while no hook is registered."""
         self._hooks = hooks
 
-    def render(self) -> bytes:
-        """The page for ``GET /metrics``, in Prometheus text format 0.0.4."""
-        return generate_latest(self.registry)
+    def render(self, extra: Iterable[Any] = ()) -> bytes:
+        """The page for ``GET /metrics``, in Prometheus text format 0.0.4; ``extra``: other
+        processes' :meth:`values`, added to this one's (anything not shaped so is skipped)."""
+        self._extra = [e for e in extra if isinstance(e, dict)]
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._extra = []
+
+    async def render_all(self) -> bytes:
+        """:meth:`render` with the other processes' counters (:attr:`others`) added."""
+        extra = await self.others() if self.others is not None else []
+        return self.render(extra)
+
+    def values(self) -> dict[str, Any]:
+        """This process's counters, JSON-able: what another process's page adds up
+        (``apps``: app id -> counter -> value; ``webhooks`` and ``hooks``: name -> value, or None)."""
+        sender = self._webhooks
+        hooks = self._hooks() if self._hooks is not None else None
+        stats = getattr(hooks, "stats", None)
+        hook_values = stats() if callable(stats) else None
+        return {
+            "apps": {app_id: _read(counters) for app_id, counters in list(self._apps.items())},
+            "webhooks": None if sender is None else {
+                attr: int(getattr(sender, attr, 0)) for _, _, attr, _ in _WEBHOOK_METRICS
+            },
+            "hooks": None if not isinstance(hook_values, dict) else {
+                key: int(hook_values.get(key, 0)) for _, _, key, _ in _HOOK_METRICS
+            },
+        }
 
     def _collect(self) -> Iterator[Metric]:
         labels = ["app_id", "port"]
-        rows = [(app_id, _read(stats)) for app_id, stats in list(self._apps.items())]
+        mine = self.values()
+        parts = [mine, *self._extra]
+        rows: dict[str, dict[str, int]] = {}
+        for part in parts:
+            apps = part.get("apps")
+            if isinstance(apps, dict):
+                for app_id, values in apps.items():
+                    _add(rows.setdefault(str(app_id), {}), values)
         for name, kind, attr, doc in _APP_METRICS:
             family = _family(kind, self.prefix + name, doc, labels)
-            for app_id, values in rows:
-                family.add_metric([app_id, self.port_label], values[attr])
+            for app_id, values in rows.items():
+                family.add_metric([app_id, self.port_label], values.get(attr, 0))
             yield family
-        sender = self._webhooks
-        if sender is not None:
-            for name, kind, attr, doc in _WEBHOOK_METRICS:
+        for key, table in (("webhooks", _WEBHOOK_METRICS), ("hooks", _HOOK_METRICS)):
+            if mine[key] is None:
+                continue  # none here, so none in the other workers (the same configuration)
+            sums: dict[str, int] = {}
+            for part in parts:
+                _add(sums, part.get(key))
+            for name, kind, attr, doc in table:
                 family = _family(kind, self.prefix + name, doc, ["port"])
-                family.add_metric([self.port_label], int(getattr(sender, attr, 0)))
+                family.add_metric([self.port_label], sums.get(attr, 0))
                 yield family
-        hooks = self._hooks() if self._hooks is not None else None
-        stats = getattr(hooks, "stats", None)
-        if callable(stats):
-            values = stats()
-            for name, kind, key, doc in _HOOK_METRICS:
-                family = _family(kind, self.prefix + name, doc, ["port"])
-                family.add_metric([self.port_label], int(values.get(key, 0)))
-                yield family
+
+
+def _add(into: dict[str, int], values: object) -> None:
+    """Add the int values of ``values`` (a dict from another process, maybe) into ``into``."""
+    if isinstance(values, dict):
+        for name, value in values.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                into[name] = into.get(name, 0) + value
 
 
 # The metrics port lives in its own module; its names are kept importable from here.

@@ -162,7 +162,7 @@ class MetricsServer:
             path = request.path
             if path == "/metrics" and self.registry is not None:
                 return web.Response(
-                    body=self.registry.render(),
+                    body=await self.registry.render_all(),
                     headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4},
                 )
             if path == "/usage":

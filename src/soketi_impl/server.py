@@ -248,8 +248,13 @@ async def _serve(config: Config, role: WorkerRole | None = None) -> int:
             link = HubLink(role.hub_path, role.index, on_lost=lost)
     server = Server(config, adapter=adapter, reuse_port=role is not None)
     # soketi always listens on its metrics port: probes expect /ready there. With
-    # workers only worker 0 does (its counters are its own).
+    # workers only worker 0 does; its /metrics asks the others for their counters.
     server.service.serve_metrics_port = role is None or role.index == 0
+    metrics = server.service.metrics
+    if link is not None and metrics is not None:
+        link.stats_source = metrics.values
+        if role is not None and role.index == 0:
+            metrics.others = link.gather_stats
     try:
         if link is not None:
             await link.connect()

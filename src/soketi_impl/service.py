@@ -175,6 +175,9 @@ class Pusher(HookDecorators):
             self._hooks.start()
         await self.app_manager.start()
         await self.core.adapter.start()
+        for app in list(self.core.apps.values()):
+            if app.config.max_connections >= 0:  # the other nodes' connections, before any admission
+                self.core.counts.learn(app)
         if self.webhooks is not None:
             await self.webhooks.start()
         if self.queue_worker is not None:

@@ -20,8 +20,9 @@ message.
   one node: observers, webhooks) and, for a join, ``presence_joined`` with the
   member list the joining connection gets.
 - :meth:`Adapter.count_changed` / :meth:`Adapter.count_totals`: cluster-wide counts
-  of two kinds (:data:`CHANNEL`: a channel's subscriptions; :data:`USER`: a user's
-  signed-in connections). The core reports this node's count of a name whenever it
+  of three kinds (:data:`CHANNEL`: a channel's subscriptions; :data:`USER`: a user's
+  signed-in connections; :data:`SOCKETS`: one node's connections of an app, under a
+  name of that node's own). The core reports this node's count of a name whenever it
   changes; the adapter keeps the per-node shares, sums them over the live nodes and
   reports each change of the total back with :meth:`AdapterHost.count_total_changed`.
   The core decides from those facts: channel_occupied / channel_vacated (with the
@@ -38,12 +39,15 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-__all__ = ["CHANNEL", "USER", "Adapter", "AdapterHost", "LocalAdapter", "PresenceJoin", "crosses_zero"]
+__all__ = ["CHANNEL", "SOCKETS", "USER", "Adapter", "AdapterHost", "LocalAdapter", "PresenceJoin", "crosses_zero"]
 
 #: Count kind: the number of subscriptions of a channel (the name is the channel name).
 CHANNEL = "channel"
 #: Count kind: the number of signed-in connections of a user (the name is the user id).
 USER = "user"
+#: Count kind: one node's connections of an app (the name is that node's own token, so
+#: each such count has one share and every node learns every node's count: maxConnections).
+SOCKETS = "sockets"
 
 
 def crosses_zero(total: int, previous: int) -> bool:
@@ -126,7 +130,7 @@ class AdapterHost(Protocol):
     ) -> None:
         """The cluster total of a count changed from ``previous`` to ``total`` (never equal).
 
-        ``kind`` is :data:`CHANNEL` or :data:`USER`. Called:
+        ``kind`` is :data:`CHANNEL`, :data:`USER` or :data:`SOCKETS`. Called:
 
         - with ``origin=True`` on exactly one node, the node that made the change:
           the node whose :meth:`Adapter.count_changed` it was, or the node that
@@ -200,7 +204,7 @@ class Adapter:
         raise NotImplementedError
 
     def count_changed(self, app_id: str, kind: str, name: str, local_count: int, every_node: bool = False) -> None:
-        """This node's count of ``name`` (``kind``: :data:`CHANNEL` or :data:`USER`) is now ``local_count``.
+        """This node's count of ``name`` (``kind``: :data:`CHANNEL`, :data:`USER` or :data:`SOCKETS`) is now ``local_count``.
 
         The core calls it each time its own count changes (a subscription added
         or removed; a connection signed in or out), in order, with the new

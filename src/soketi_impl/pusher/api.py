@@ -18,6 +18,7 @@ import orjson
 from ..twins._protocol import PRESENCE, channel_kind, encode_event, is_cache_channel
 from . import cache
 from .channels import SERVER_TO_USER_PREFIX
+from .counts import CONNECTIONS_QUERY
 from .host import AdapterCallbacks
 from .presence import local_members
 from .state import AppState, Socket
@@ -70,7 +71,8 @@ class InProcessApi(AdapterCallbacks):
     # ------------------------------------------------------------------ queries
 
     def answer(self, app_id: str, op: str, arg: str | None) -> Any:
-        """This node's part of a query (``channels``, ``channel``, ``members``, ``terminate``)."""
+        """This node's part of a query (``channels``, ``channel``, ``members``, ``terminate``,
+        ``connections``: this node's token and count of the app's connections, see :mod:`.counts`)."""
         app = self.apps.get(app_id)
         if app is None:
             return None
@@ -92,6 +94,8 @@ class InProcessApi(AdapterCallbacks):
             ]
         if op == "members":
             return local_members(app, arg or "")
+        if op == CONNECTIONS_QUERY:
+            return [self.counts.token, self.counts.reported(app_id)]
         if op == "terminate":
             socks = list(app.users.get(arg or "", ()))
             for sock in socks:

@@ -197,9 +197,12 @@ class PusherServer(AppLookup, InProcessApi):
         if version not in _PROTOCOLS:
             self.close_socket(sock, 4007, f"Unsupported protocol version {version[:20]}.")
             return
-        if 0 <= cfg.max_connections <= len(app.sockets):
-            self.close_socket(sock, 4004, "The app is over its connection quota.")
-            return
+        if cfg.max_connections >= 0:
+            # this node's connections and the other nodes' as last heard (slack: .counts)
+            if not self.counts.room(app):
+                self.close_socket(sock, 4004, "The app is over its connection quota.")
+                return
+            self.counts.sockets_changed(app)
         app.sockets.add(sid, sock)
         app.stats.new_connections += 1
         app.stats.connected += 1
@@ -233,6 +236,7 @@ class PusherServer(AppLookup, InProcessApi):
         app.sockets.remove(sock.id)
         app.stats.disconnections += 1
         app.stats.connected -= 1
+        self.counts.sockets_changed(app)
         if self.observers:
             self.observers.tell("connection_closed", app.config, sock.id, code, message)
         log.debug("socket %s closed (%s %s)", sock.id, code, message)

@@ -28,17 +28,41 @@ adapter answers with each change of the cluster total
   loop iteration;
 - watchlist ``online`` when a user's total goes 0 -> >0 and ``offline`` when it
   goes back to 0, to this node's watchers, on every node.
+
+An app's ``maxConnections`` spans the nodes (workers) the same way, with no round
+trip per connection. Each node counts its connections of an app with a limit under
+a name of its own (``SOCKETS``, :attr:`Counts.token`), reported once per loop
+iteration and to every node, so each node knows every other node's count as of the
+last change it heard (``AppState.elsewhere``, their sum). A node that starts, or
+first sees an app, asks the others for their counts once (:meth:`Counts.learn`).
+A connection is admitted while ``len(app.sockets) + app.elsewhere`` is below the
+limit: its own connections exactly, the others' as last heard.
+
+The slack, stated: a node's admissions reach the others one propagation delay later
+(the end of its loop iteration, then the adapter: one hop through the hub for
+workers, a Redis script and its pub/sub message, a NATS write and its watch). Nodes
+admitting at the same moment each count the others' admissions of the last delay
+as not yet there, so the app may go over its limit by at most what the *other*
+nodes admitted within one delay (each node never goes over on its own count); and
+a node may refuse within one delay after another node's connections closed. Two
+workers on one machine: a hop through the hub is well under a millisecond, so a
+burst over the limit by a few connections. A node cut off from the cluster (Redis or
+NATS away), or one whose question at start was not answered yet, counts only what
+it heard; a node that dies without withdrawing keeps its count until its lease runs
+out (the hub: at once), as its subscriptions do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from ..adapters.base import CHANNEL, USER, crosses_zero
+from ..adapters.base import CHANNEL, SOCKETS, USER, crosses_zero
 from . import messages
 from .channels import policy_for
 from .state import AppState
@@ -46,12 +70,17 @@ from .state import AppState
 if TYPE_CHECKING:
     from .core import PusherServer
 
-__all__ = ["DEFAULT_WINDOW_S", "MAX_REMEMBERED", "Counts"]
+__all__ = ["CONNECTIONS_QUERY", "DEFAULT_WINDOW_S", "MAX_REMEMBERED", "Counts"]
+
+log = logging.getLogger("soketi_impl.pusher")
 
 #: Pusher's webhook debounce: a channel back within it was never vacated.
 DEFAULT_WINDOW_S: Final = 3.0
 #: The most recent vacates remembered (older ones are forgotten first).
 MAX_REMEMBERED: Final = 100_000
+#: The query (:meth:`~soketi_impl.adapters.base.Adapter.ask`) a node answers with
+#: ``[its token, its connections of the app]``: how a node learns the others' counts.
+CONNECTIONS_QUERY: Final = "connections"
 
 
 class Counts:
@@ -66,6 +95,18 @@ class Counts:
         self._vacated: OrderedDict[tuple[str, str], tuple[int, bool, float]] = OrderedDict()
         #: (app, channel) -> the total to send its subscribers at the end of this loop iteration
         self._counts_due: dict[tuple[AppState, str], int] = {}
+        #: this node's name for its SOCKETS counts (one per life: a restarted node is a new name)
+        self.token = uuid.uuid4().hex[:16]
+        #: app id -> this node's connections as last reported (non-zero only)
+        self._reported: dict[str, int] = {}
+        #: apps whose connections changed in this loop iteration
+        self._sockets_due: set[AppState] = set()
+        #: app id -> other node's token -> its connections of the app, as last heard (non-zero)
+        self._elsewhere: dict[str, dict[str, int]] = {}
+        #: app ids whose other nodes were asked for their counts (or are being asked)
+        self._learned: set[str] = set()
+        #: app id -> the tokens heard of (facts) while its question waits for the answers
+        self._asking: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------------ this node's changes
 
@@ -80,9 +121,92 @@ class Counts:
         conns = app.users.get(user_id)
         self.core.adapter.count_changed(app.config.id, USER, user_id, len(conns) if conns else 0)
 
+    def sockets_changed(self, app: AppState) -> None:
+        """This node's connections of ``app`` changed: report them at the end of this loop
+        iteration, once however many came or went (apps with a limit, or one reported before)."""
+        if app.config.max_connections < 0 and app.config.id not in self._reported:
+            return
+        due = self._sockets_due
+        if not due:
+            asyncio.get_running_loop().call_soon(self._flush_sockets)
+        due.add(app)
+
+    def _flush_sockets(self) -> None:
+        due, self._sockets_due = self._sockets_due, set()
+        reported, adapter = self._reported, self.core.adapter
+        for app in due:
+            app_id = app.config.id
+            n = len(app.sockets) if app.config.max_connections >= 0 else 0
+            if reported.get(app_id, 0) == n:
+                continue
+            if n:
+                reported[app_id] = n
+            else:
+                del reported[app_id]
+            adapter.count_changed(app_id, SOCKETS, self.token, n, True)
+
+    def reported(self, app_id: str) -> int:
+        """This node's connections of ``app_id`` as last reported to the other nodes."""
+        return self._reported.get(app_id, 0)
+
+    def room(self, app: AppState) -> bool:
+        """Whether ``app`` (which has a limit) may take one more connection, across nodes."""
+        if app.config.id not in self._learned:
+            self.learn(app)
+        return len(app.sockets) + app.elsewhere < app.config.max_connections
+
+    def learn(self, app: AppState) -> None:
+        """Ask the other nodes for their connections of ``app``, once (in the background)."""
+        app_id = app.config.id
+        if app_id in self._learned:
+            return
+        self._learned.add(app_id)
+        self.core.spawn(self._learn(app))
+
+    async def _learn(self, app: AppState) -> None:
+        app_id = app.config.id
+        heard = self._asking[app_id] = set()
+        try:
+            answers = await self.core.adapter.ask(app_id, CONNECTIONS_QUERY, None)
+        except Exception as exc:  # the adapter is away: what it tells later is all we know
+            log.info("the other nodes' connections of app %s are unknown: %s", app_id, exc)
+            return
+        finally:
+            del self._asking[app_id]
+        shares = self._elsewhere.setdefault(app_id, {})
+        for answer in answers:
+            if not isinstance(answer, list) or len(answer) != 2:
+                continue
+            token, n = answer
+            # a fact heard since the question was sent is newer than the answer (a node that
+            # answered, then left: its 0 must not be undone by its answer)
+            if not isinstance(token, str) or token == self.token or token in shares or token in heard:
+                continue
+            if isinstance(n, int) and n > 0:
+                shares[token] = n
+                app.elsewhere += n
+        if not shares:
+            del self._elsewhere[app_id]
+
+    def _sockets_elsewhere(self, app: AppState, token: str, total: int) -> None:
+        """Another node's connections of ``app`` are now ``total``."""
+        heard = self._asking.get(app.config.id)
+        if heard is not None:
+            heard.add(token)
+        shares = self._elsewhere.setdefault(app.config.id, {})
+        app.elsewhere += total - shares.get(token, 0)
+        if total > 0:
+            shares[token] = total
+        else:
+            shares.pop(token, None)
+            if not shares:
+                del self._elsewhere[app.config.id]
+
     def local_counts(self) -> Iterable[tuple[str, str, str, int]]:
         """Every non-zero count of this node: (app id, kind, name, count)."""
-        out: list[tuple[str, str, str, int]] = []
+        out: list[tuple[str, str, str, int]] = [
+            (app_id, SOCKETS, self.token, n) for app_id, n in self._reported.items()
+        ]
         for app in self.core.apps.values():
             app_id = app.config.id
             for channel in app.table.channels():
@@ -108,6 +232,8 @@ class Counts:
             self._channel(app, name, total, previous, origin, at_ms)
         elif kind == USER and crosses_zero(total, previous):
             self.core.users.notify_watchers(app, name, online=total > 0)
+        elif kind == SOCKETS and name != self.token:
+            self._sockets_elsewhere(app, name, total)
 
     def _channel(self, app: AppState, channel: str, total: int, previous: int, origin: bool, at_ms: int) -> None:
         cfg = app.config

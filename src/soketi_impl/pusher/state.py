@@ -202,7 +202,9 @@ class Socket:
 class AppState:
     """Everything one app has on this node: sockets, channels, presence, users, cache."""
 
-    __slots__ = ("config", "stats", "table", "sockets", "presence", "users", "watchers", "cache", "clock")
+    __slots__ = (
+        "config", "stats", "table", "sockets", "presence", "users", "watchers", "cache", "clock", "elsewhere",
+    )
 
     def __init__(self, config: AppConfig, clock: Callable[[], float] | None = None) -> None:
         self.config = config
@@ -219,3 +221,6 @@ class AppState:
         self.cache: dict[str, tuple[bytes, float]] = {}
         #: the core's clock (``time.monotonic`` unless a test injects one)
         self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
+        #: the app's connections on the other nodes (workers), as last heard: maxConnections
+        #: is checked against ``len(sockets) + elsewhere`` (see :mod:`.counts`)
+        self.elsewhere = 0

@@ -6,7 +6,9 @@ event-loop iteration, and hands what comes back to a handler. What it has not
 written is bounded (``max_queue`` bytes, its own list and the transport's buffer
 together): beyond it a frame is dropped with a rate-limited warning, so a stalled
 hub never makes a worker grow. When the connection is lost ``on_lost`` is called:
-a worker then stops (the supervisor is gone, or broken).
+a worker then stops (the supervisor is gone, or broken). Whatever the adapter, the
+link answers the hub's ``sq`` with ``stats_source()`` and gathers the other workers'
+with :meth:`HubLink.gather_stats` (worker 0's ``/metrics`` covers every worker).
 
 :class:`HubAdapter` implements :class:`~soketi_impl.adapters.base.Adapter` over a
 link: the hub is the authority for presence and counts, and carries events and
@@ -28,12 +30,15 @@ from ..throttle import Throttle
 from . import wire
 from .hub import ASK_TIMEOUT
 
-__all__ = ["MAX_QUEUE", "HubAdapter", "HubLink", "HubUnavailable"]
+__all__ = ["MAX_QUEUE", "STATS_TIMEOUT", "HubAdapter", "HubLink", "HubUnavailable"]
 
 log = logging.getLogger("soketi_impl.hub")
 
 #: bytes a worker may hold unwritten to the hub
 MAX_QUEUE = 64 * 1024 * 1024
+#: seconds the other workers have to send their statistics (a ``/metrics`` scrape waits
+#: no longer, plus the hub's answer; Prometheus' default scrape timeout is 10 s)
+STATS_TIMEOUT = 2.0
 
 
 class HubUnavailable(SoketiError):
@@ -41,7 +46,12 @@ class HubUnavailable(SoketiError):
 
 
 class HubLink(wire.FramedProtocol):
-    """A worker's connection to the hub (``handler`` gets every whole frame it receives)."""
+    """A worker's connection to the hub (``handler`` gets every whole frame it receives).
+
+    Without a handler (a worker whose adapter is Redis or NATS) the link itself reads
+    the control messages that concern it: the answers to its :meth:`request` and the
+    hub's ``sq``; a handler passes those to :meth:`answered` and :meth:`answer_stats`.
+    """
 
     log = log
     peer_name = "the hub"
@@ -69,6 +79,11 @@ class HubLink(wire.FramedProtocol):
         self.lost = asyncio.Event()
         self.dropped = 0
         self._throttle = Throttle()
+        self._ids = itertools.count(1)
+        #: requests waiting for their answer, by id
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        #: this worker's statistics, JSON-able, for another worker's scrape (None: none)
+        self.stats_source: Callable[[], Any] | None = None
 
     @property
     def connected(self) -> bool:
@@ -127,14 +142,69 @@ class HubLink(wire.FramedProtocol):
             except asyncio.TimeoutError:
                 self.transport.abort()
 
+    # -- requests
+
+    async def request(self, message: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """Send ``message`` with a new ``id``; the hub's answer (``answers`` or ``T``), or None
+        when it could not be sent, did not come within ``timeout`` or the link was lost."""
+        rid = next(self._ids)
+        message["id"] = rid
+        fut = self._waiting[rid] = asyncio.get_running_loop().create_future()
+        try:
+            if not self.send(wire.control(message)):
+                return None
+            answer: dict[str, Any] | None = await asyncio.wait_for(fut, timeout)
+            return answer
+        except asyncio.TimeoutError:
+            log.info("worker %d: the hub did not answer a %s within %.1f s", self.index, message["t"], timeout)
+            return None
+        finally:
+            del self._waiting[rid]
+
+    def answered(self, msg: dict[str, Any]) -> None:
+        """The hub's answer to a :meth:`request` (``answers`` or ``T``)."""
+        fut = self._waiting.get(int(msg["id"]))
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def answer_stats(self, msg: dict[str, Any]) -> None:
+        """The hub asks for this worker's statistics (``sq``): answer with ``stats_source()``."""
+        data = self.stats_source() if self.stats_source is not None else None
+        self.send(wire.control({"t": "a", "id": msg["id"], "data": data}))
+
+    async def gather_stats(self, timeout: float = STATS_TIMEOUT) -> list[Any]:
+        """The other workers' ``stats_source()``, those that answered within ``timeout``; the
+        workers left out are named in a log line. Returns within ``timeout`` + 1 s."""
+        reply = await self.request({"t": "stats", "to": timeout}, timeout + 1.0)
+        if reply is None:
+            log.warning("worker %d: the hub did not answer for the other workers' statistics "
+                        "within %.1f s: this worker's alone", self.index, timeout + 1.0)
+            return []
+        missing = reply.get("missing")
+        if missing:
+            log.warning("worker %d: worker(s) %s did not send their statistics within %.1f s: left out",
+                        self.index, ", ".join(str(i) for i in missing), timeout)
+        data = reply.get("data")
+        return [d for d in data if d is not None] if isinstance(data, list) else []
+
     # -- asyncio.Protocol
 
     def frame_received(self, frame: bytes) -> None:
         if self.handler is not None:
             self.handler(frame)
+        elif wire.kind(frame) == wire.CONTROL:
+            msg = wire.read_control(frame)
+            t = msg["t"]
+            if t in ("answers", "T"):
+                self.answered(msg)
+            elif t == "sq":
+                self.answer_stats(msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost.set()
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_result(None)
         if not self._closing and self.on_lost is not None:
             self.on_lost()
 
@@ -162,8 +232,6 @@ class HubAdapter(Adapter):
         self._ids = itertools.count(1)
         #: presence joins waiting for ``joined``, by token
         self._joins: dict[int, PresenceJoin] = {}
-        #: asks and totals waiting for their answer, by id
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._bye: asyncio.Event | None = None
 
     @property
@@ -191,9 +259,6 @@ class HubAdapter(Adapter):
         joins, self._joins = self._joins, {}
         for join in joins.values():
             self.host.presence_joined(join, None)
-        for fut in self._waiting.values():
-            if not fut.done():
-                fut.set_result(None)
         if self.on_lost is not None:
             self.on_lost()
         else:
@@ -207,24 +272,10 @@ class HubAdapter(Adapter):
         """Send the frame to the hub, which forwards it to every other worker."""
         self.link.send(wire.event(app_id, channel, payload, except_socket_id, cache))
 
-    async def _request(self, message: dict[str, Any]) -> Any:
-        rid = next(self._ids)
-        message["id"] = rid
-        fut = self._waiting[rid] = asyncio.get_running_loop().create_future()
-        try:
-            if not self.link.send(wire.control(message)):
-                return None
-            return await asyncio.wait_for(fut, self.requests_timeout)
-        except asyncio.TimeoutError:
-            log.info("worker %d: the hub did not answer a %s within %.1f s", self.index, message["t"],
-                     self.requests_timeout)
-            return None
-        finally:
-            del self._waiting[rid]
-
     async def ask(self, app_id: str, op: str, arg: str | None) -> list[Any]:
         """The other workers' answers, gathered by the hub."""
-        answers = await self._request({"t": "ask", "app": app_id, "op": op, "arg": arg})
+        reply = await self.link.request({"t": "ask", "app": app_id, "op": op, "arg": arg}, self.requests_timeout)
+        answers = reply.get("data") if reply is not None else None
         return list(answers) if isinstance(answers, list) else []
 
     def presence_join(self, join: PresenceJoin) -> None:
@@ -254,7 +305,8 @@ class HubAdapter(Adapter):
         """The hub's totals (zeros when it does not answer in time)."""
         if not names:
             return []
-        values = await self._request({"t": "totals", "app": app_id, "k": kind, "names": names})
+        reply = await self.link.request({"t": "totals", "app": app_id, "k": kind, "names": names}, self.requests_timeout)
+        values = reply.get("v") if reply is not None else None
         if not isinstance(values, list) or len(values) != len(names):
             return [0] * len(names)
         return [int(v) for v in values]
@@ -296,9 +348,9 @@ class HubAdapter(Adapter):
                 data = None
             self.link.send(wire.control({"t": "a", "id": msg["id"], "data": data}))
         elif t in ("answers", "T"):
-            fut = self._waiting.get(int(msg["id"]))
-            if fut is not None and not fut.done():
-                fut.set_result(msg["data"] if t == "answers" else msg["v"])
+            self.link.answered(msg)
+        elif t == "sq":
+            self.link.answer_stats(msg)
         elif t == "bye":
             if self._bye is not None:
                 self._bye.set()

@@ -13,7 +13,12 @@ Events (``E`` frames, :mod:`.wire`)
 Queries: ``ask {id, app, op, arg}``
     sent to every other worker as ``q {id, app, op, arg}``; their ``a {id, data}``
     are gathered and returned as ``answers {id, data}`` once all answered, a worker
-    left, or ``ask_timeout`` passed (the missing answers are skipped).
+    left, or ``ask_timeout`` passed (the missing answers are skipped; ``missing``
+    lists the workers that did not answer in time, when there are any).
+
+Statistics: ``stats {id, to}``
+    the same, with ``sq {id}`` to the other workers (each answers its counters for
+    worker 0's ``/metrics``) and a timeout of ``to`` seconds (at most ``ask_timeout``).
 
 Presence: ``join {tok, app, c, u, info, first, max}``, ``leave {app, c, u}``
     the hub keeps, per (app, channel, user), the set of workers with a connection
@@ -209,7 +214,11 @@ class Hub:
         elif t == "a":
             self._answered(peer, msg)
         elif t == "ask":
-            self._ask(peer, msg)
+            query = {"t": "q", "app": msg["app"], "op": msg["op"], "arg": msg.get("arg")}
+            self._ask(peer, msg["id"], query, self.ask_timeout)
+        elif t == "stats":
+            timeout = min(self.ask_timeout, max(0.0, float(msg.get("to", self.ask_timeout))))
+            self._ask(peer, msg["id"], {"t": "sq"}, timeout)
         elif t == "totals":
             self._totals(peer, msg)
         elif t == "hello":
@@ -272,19 +281,21 @@ class Hub:
 
     # ------------------------------------------------------------------ queries
 
-    def _ask(self, peer: _Peer, msg: dict[str, Any]) -> None:
+    def _ask(self, peer: _Peer, asker_id: Any, query: dict[str, Any], timeout: float) -> None:
+        """Send ``query`` to every other worker; their answers go back to ``peer`` as one."""
         others = self._others(peer)
         if not others:
-            self._send(peer, wire.control({"t": "answers", "id": msg["id"], "data": []}))
+            self._send(peer, wire.control({"t": "answers", "id": asker_id, "data": []}))
             return
         self._ask_ids += 1
         rid = self._ask_ids
-        ask = self._asks[rid] = _Ask(peer, msg["id"], {p.index for p in others})
-        query = wire.control({"t": "q", "id": rid, "app": msg["app"], "op": msg["op"], "arg": msg.get("arg")})
+        ask = self._asks[rid] = _Ask(peer, asker_id, {p.index for p in others})
+        query["id"] = rid
+        frame = wire.control(query)
         for other in others:
-            self._send(other, query)
+            self._send(other, frame)
         assert self._loop is not None
-        ask.timer = self._loop.call_later(self.ask_timeout, self._timed_out, rid)
+        ask.timer = self._loop.call_later(timeout, self._timed_out, rid, timeout)
 
     def _answered(self, peer: _Peer, msg: dict[str, Any]) -> None:
         rid = msg["id"]
@@ -297,10 +308,10 @@ class Hub:
         if not ask.expected:
             self._answer(rid)
 
-    def _timed_out(self, rid: int) -> None:
+    def _timed_out(self, rid: int, timeout: float) -> None:
         ask = self._asks.get(rid)
         if ask is not None:
-            log.info("a query: %d workers did not answer within %.1f s", len(ask.expected), self.ask_timeout)
+            log.info("a query: %d workers did not answer within %.1f s", len(ask.expected), timeout)
             ask.timer = None
             self._answer(rid)
 
@@ -308,7 +319,10 @@ class Hub:
         ask = self._asks.pop(rid)
         if ask.timer is not None:
             ask.timer.cancel()
-        self._send(ask.asker, wire.control({"t": "answers", "id": ask.id, "data": ask.answers}))
+        answers: dict[str, Any] = {"t": "answers", "id": ask.id, "data": ask.answers}
+        if ask.expected:
+            answers["missing"] = sorted(ask.expected)
+        self._send(ask.asker, wire.control(answers))
 
     # ------------------------------------------------------------------ presence
 
