@@ -207,8 +207,9 @@ SCENARIOS: dict[str, Callable[[Callgrind, int, int, int], Awaitable[float]]] = {
 }
 
 
-def measure(scenario: str, src: Path, n: int, subscribers: int) -> float:
-    """Instructions per operation of ``scenario`` for the server in checkout ``src``."""
+def measure(scenario: str, src: Path, n: int, subscribers: int, keep: Path | None = None) -> float:
+    """Instructions per operation of ``scenario`` for the server in checkout ``src``;
+    ``keep``: a folder to copy the callgrind dumps to (for ``callgrind_annotate``)."""
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="cg-") as outdir:
         server = Callgrind(src, port, outdir)
@@ -216,6 +217,8 @@ def measure(scenario: str, src: Path, n: int, subscribers: int) -> float:
             return asyncio.run(SCENARIOS[scenario](server, port, n, subscribers))
         finally:
             server.stop()
+            if keep is not None:
+                shutil.copytree(outdir, keep / scenario, dirs_exist_ok=True)
 
 
 def main() -> None:
@@ -224,6 +227,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=300, help="operations counted (default 300)")
     parser.add_argument("--subscribers", type=int, default=1, help="publish: sockets on the channel")
     parser.add_argument("--src", type=Path, default=REPO, help="checkout to run (default: this one)")
+    parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here, a folder per scenario")
     args = parser.parse_args()
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
@@ -231,7 +235,7 @@ def main() -> None:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("valgrind (with callgrind_control) is needed: apt-get install valgrind")
     for scenario in args.scenarios or SCENARIOS:
-        per_op = measure(scenario, args.src.resolve(), args.n, args.subscribers)
+        per_op = measure(scenario, args.src.resolve(), args.n, args.subscribers, args.keep)
         what = {
             "publish": f"publish to {args.subscribers} subscriber(s)",
             "ping": "ping round trip",

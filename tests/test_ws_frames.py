@@ -8,6 +8,7 @@ sockets and clients are in tests/test_hostile_ws.py and tests/test_protocol_ws.p
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 from types import ModuleType
@@ -115,12 +116,24 @@ def close_code(frames: list[tuple[int, bytes]]) -> int | None:
 RESPONSE = b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
 
 
+LOOP = asyncio.new_event_loop()
+
+
 def start(mod: ModuleType, rest: bytes = b"", max_frame: int = 1000, on_new: Any = None,
-          buffered: int = 0) -> tuple[Any, Transport, Router]:
+          buffered: int = 0, writes_before_the_loop_runs: int | None = None) -> tuple[Any, Transport, Router]:
+    """A ``WSConn`` started on ``transport`` inside a loop iteration, then the loop's
+    next callbacks run (where the 101 goes out when nothing was sent with it)."""
     transport = Transport(buffered)
     router = Router(on_new)
     ws = mod.WSConn(router, max_frame)
-    ws.start(transport, RESPONSE, rest, "1.2", "/app/key")
+
+    async def go() -> None:
+        ws.start(transport, RESPONSE, rest, "1.2", "/app/key")
+        if writes_before_the_loop_runs is not None:
+            assert transport.writes == writes_before_the_loop_runs
+        await asyncio.sleep(0)
+
+    LOOP.run_until_complete(go())
     assert transport.protocol is ws
     return ws, transport, router
 
@@ -151,13 +164,21 @@ def test_accept_response_is_rfc6455s_example(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_what_the_router_sends_on_admission_leaves_with_the_101_in_one_write(kind: str) -> None:
     mod = _module(kind)
-    ws, transport, router = start(mod, on_new=lambda conn: conn.send_nowait('{"event":"hello"}'))
+    ws, transport, router = start(mod, on_new=lambda conn: conn.send_nowait('{"event":"hello"}'),
+                                  writes_before_the_loop_runs=1)
     assert transport.writes == 1
     assert transport.out.startswith(RESPONSE)
     assert server_frames(bytes(transport.out)) == [(0x1, b'{"event":"hello"}')]
     ws(mod.frame(0x1, b"later"))  # after the handshake: straight to the transport
     assert transport.writes == 2
     assert router.fed[0] == ("new",)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_with_nothing_sent_on_admission_the_101_goes_out_in_the_same_loop_iteration(kind: str) -> None:
+    mod = _module(kind)
+    ws, transport, router = start(mod, writes_before_the_loop_runs=0)
+    assert bytes(transport.out) == RESPONSE
 
 
 @pytest.mark.parametrize("kind", KINDS)

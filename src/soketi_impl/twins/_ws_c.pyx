@@ -10,6 +10,7 @@ of its own until a frame arrives split across reads.
 """
 
 import base64
+from asyncio import get_running_loop as _get_running_loop
 import binascii
 import hashlib
 import logging
@@ -132,7 +133,7 @@ cdef class WSConn:
     cdef public object transport
     cdef public object fragments     # the payload so far of a fragmented message, or None
     cdef public object partial       # the bytes of an incomplete frame (bytearray), or None
-    cdef public object cork          # the 101 and what follows it, while the handshake is answered
+    cdef public object cork          # bytes: the 101 and what follows it, until they are written together
     cdef public object recv_reason
     cdef public int flags
     cdef public int recv_code        # the peer's close code (0: none in its frame), -1 until one arrives
@@ -156,7 +157,7 @@ cdef class WSConn:
         """Take over ``transport``: write ``response`` (the 101), register the connection
         with the router, then read ``rest`` (frames that came with the upgrade request)."""
         self.transport = transport
-        self.cork = bytearray(response)
+        self.cork = response
         transport.set_protocol(self)
         conn = Connection(socket_id, self, path=path, raw_write=self)
         self.conn = conn
@@ -164,16 +165,22 @@ cdef class WSConn:
             self.router.feed("new", conn)
             if rest and not self.flags:
                 self.data_received(rest)
-        finally:
+        except BaseException:
             self._uncork()
+            raise
+        if self.cork is not None:
+            # Nothing written yet: the core's greeting leaves with the outbox flush,
+            # later in this loop iteration; the 101 waits for it (one write, not two),
+            # or for this callback, whichever comes first.
+            _get_running_loop().call_soon(self._uncork)
         return conn
 
-    cdef _uncork(self):
+    def _uncork(self):
         cork = self.cork
         if cork is not None:
             self.cork = None
             if not self.flags & _GONE:
-                self.transport.write(bytes(cork))
+                self.transport.write(cork)
 
     # -- native socket interface for Connection --
     def send(self, message):
@@ -193,7 +200,7 @@ cdef class WSConn:
             self.flags = flags | _CLOSE_SENT
             body = frame(0x8, wire_close_code(code).to_bytes(2, "big") + (reason or "").encode()[:120])
             if self.cork is not None:
-                self.cork += body
+                self.cork = self.cork + body
             else:
                 self.transport.write(body)  # no bound check: the socket is being let go
         self.fragments = None
@@ -213,7 +220,9 @@ cdef class WSConn:
 
     cdef _write(self, bytes data):
         if self.cork is not None:
-            self.cork += data
+            # the first write after the 101 takes it along
+            self.cork = self.cork + data
+            self._uncork()
             return
         t = self.transport
         t.write(data)

@@ -27,6 +27,7 @@ The compiled twin (``_ws_c.pyx``) does the same, reading frames in place.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -141,8 +142,8 @@ class WSConn:
         self.fragments: bytearray | None = None
         #: the bytes of an incomplete frame, or None
         self.partial: bytearray | None = None
-        #: while the handshake is being answered: the 101 and what follows it, written as one
-        self.cork: bytearray | None = None
+        #: the 101 and what follows it, until they are written together (one write)
+        self.cork: bytes | None = None
         self.recv_reason = ""
         self.flags = 0
         #: the code of the peer's close frame (0: none in it), -1 until one arrives
@@ -158,15 +159,21 @@ class WSConn:
         one write.
         """
         self.transport = transport
-        self.cork = bytearray(response)
+        self.cork = response
         transport.set_protocol(self)
         self.conn = conn = Connection(socket_id, self, path=path, raw_write=self)
         try:
             self.router.feed("new", conn)
             if rest and not self.flags:
                 self.data_received(rest)
-        finally:
+        except BaseException:
             self._uncork()
+            raise
+        if self.cork is not None:
+            # Nothing written yet: the core's greeting leaves with the outbox flush,
+            # later in this loop iteration; the 101 waits for it (one write, not two),
+            # or for this callback, whichever comes first.
+            asyncio.get_running_loop().call_soon(self._uncork)
         return conn
 
     def _uncork(self) -> None:
@@ -174,7 +181,7 @@ class WSConn:
         if cork is not None:
             self.cork = None
             if not self.flags & _GONE:
-                self.transport.write(bytes(cork))
+                self.transport.write(cork)
 
     # -- native socket interface for Connection --
     def send(self, message: str | bytes) -> None:
@@ -191,9 +198,8 @@ class WSConn:
         if not flags & _CLOSE_SENT:
             self.flags = flags | _CLOSE_SENT
             body = frame(0x8, wire_close_code(code).to_bytes(2, "big") + (reason or "").encode()[:120])
-            cork = self.cork
-            if cork is not None:
-                cork += body
+            if self.cork is not None:
+                self.cork += body
             else:
                 self.transport.write(body)  # no bound check: the socket is being let go
         self.fragments = self.partial = None
@@ -211,9 +217,10 @@ class WSConn:
             self._write(data)
 
     def _write(self, data: bytes) -> None:
-        cork = self.cork
-        if cork is not None:
-            cork += data
+        if self.cork is not None:
+            # the first write after the 101 takes it along
+            self.cork += data
+            self._uncork()
             return
         t = self.transport
         t.write(data)
