@@ -161,6 +161,20 @@ def test_accept_response_is_rfc6455s_example(kind: str) -> None:
         assert mod.accept_response(bad) is None, bad
 
 
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(min_size=14, max_size=18), junk=st.text(max_size=30))
+def test_the_compiled_accept_key_is_hashlib_and_base64s(raw: bytes, junk: str) -> None:
+    if os.environ.get("SOKETI_IMPL_NO_EXTENSIONS", "") not in ("", "0", "false"):
+        return
+    import base64
+
+    c = importlib.import_module("soketi_impl.twins._ws_c")
+    py = importlib.import_module("soketi_impl.twins._ws_py")
+    key = base64.b64encode(raw).decode()
+    for candidate in (key, junk, key[:-1] + junk[:1], key.replace("=", "A")):
+        assert c.accept_response(candidate) == py.accept_response(candidate), candidate
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_what_the_router_sends_on_admission_leaves_with_the_101_in_one_write(kind: str) -> None:
     mod = _module(kind)
