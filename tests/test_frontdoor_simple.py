@@ -84,7 +84,7 @@ def _door(kind: str, simple: bool) -> tuple[Any, _Transport, list[Any]]:
         __slots__ = ()
 
         def _hand_off(self, transport: Any, response: bytes, rest: bytes, path: str) -> None:
-            seen.append(("upgrade", path, rest))
+            seen.append(("upgrade", path, response, rest))
 
     options = FrontDoorOptions(max_head=600, max_body=300, max_pipeline=4)
     door = Door(Router(), handler, options, lambda: "1.1", check_head)
@@ -158,9 +158,81 @@ def _request(draw: st.DrawFn) -> bytes:
     return _head(method=method, target=target, version=version, headers=tuple(headers), sep=sep) + body
 
 
+_KEY = (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ==")
+_upgrade_mutations = [
+    "method", "version", "sep", "target", "no_upgrade", "upgrade_h2c", "upgrade_twice", "no_connection",
+    "connection_close", "connection_list", "no_key", "bad_key", "key_twice", "version_8", "no_version",
+    "content_length", "header", "frames_after", "long_head",
+]
+
+
+@st.composite
+def _upgrade(draw: st.DrawFn) -> bytes:
+    """A WebSocket upgrade request, or one with one thing about it different (most of them)."""
+    headers = list(draw(st.lists(st.tuples(_good_name, _good_value), max_size=3)))
+    headers += [(b"Upgrade", draw(st.sampled_from([b"websocket", b"WebSocket"]))),
+                (b"Connection", draw(st.sampled_from([b"Upgrade", b"upgrade", b"keep-alive, Upgrade"]))),
+                _KEY, (b"Sec-WebSocket-Version", b"13")]
+    mutation = draw(st.sampled_from(["none"] * 6 + _upgrade_mutations))
+    method, version, sep, target = b"GET", b"HTTP/1.1", b": ", draw(st.sampled_from(
+        [b"/app/key?protocol=7&client=js&version=8.4.0", b"/app/key", b"/x"]))
+    after = b""
+
+    def drop(name: bytes) -> None:
+        headers[:] = [h for h in headers if h[0] != name]
+
+    if mutation == "method":
+        method = draw(st.sampled_from([b"POST", b"get", b"HEAD"]))
+    elif mutation == "version":
+        version = draw(st.sampled_from([b"HTTP/1.0", b"http/1.1"]))
+    elif mutation == "sep":
+        sep = draw(st.sampled_from([b":", b":  ", b" : "]))
+    elif mutation == "target":
+        target = draw(_bad_target)
+    elif mutation == "no_upgrade":
+        drop(b"Upgrade")
+    elif mutation == "upgrade_h2c":
+        drop(b"Upgrade")
+        headers.append((b"Upgrade", b"h2c"))
+    elif mutation == "upgrade_twice":
+        headers.append((b"upgrade", b"websocket"))
+    elif mutation == "no_connection":
+        drop(b"Connection")
+    elif mutation == "connection_close":
+        drop(b"Connection")
+        headers.append((b"Connection", b"close"))
+    elif mutation == "connection_list":
+        drop(b"Connection")
+        headers.append((b"Connection", draw(st.sampled_from([b"upgrade,keep-alive", b"x, upgradex", b"Upgrade ,x"]))))
+    elif mutation == "no_key":
+        drop(_KEY[0])
+    elif mutation == "bad_key":
+        drop(_KEY[0])
+        headers.append((_KEY[0], draw(st.sampled_from([b"short", b"dGhlIHNhbXBsZSBub25jZQ=!", b"dGhlIHNhbXBsZSBub25jZXM="]))))
+    elif mutation == "key_twice":
+        headers.append((b"sec-websocket-key", b"AAAAAAAAAAAAAAAAAAAAAA=="))
+    elif mutation == "version_8":
+        drop(b"Sec-WebSocket-Version")
+        headers.append((b"Sec-WebSocket-Version", b"8"))
+    elif mutation == "no_version":
+        drop(b"Sec-WebSocket-Version")
+    elif mutation == "content_length":
+        headers.append((b"Content-Length", b"0"))
+    elif mutation == "header":
+        headers.append(draw(_bad_header))
+    elif mutation == "frames_after":
+        after = draw(st.binary(min_size=1, max_size=30))
+    elif mutation == "long_head":
+        headers.append((b"X-Long", b"v" * 560))
+    draw(st.randoms()).shuffle(headers)
+    return _head(method=method, target=target, version=version, headers=tuple(headers), sep=sep) + after
+
+
 _stream = st.one_of(
     st.lists(_request(), min_size=1, max_size=6).map(b"".join),
     st.tuples(st.lists(_request(), max_size=2).map(b"".join), st.binary(max_size=40)).map(b"".join),
+    _upgrade(),
+    st.tuples(_request(), _upgrade()).map(b"".join),
 )
 
 
@@ -200,6 +272,23 @@ def test_an_sdk_request_is_read_without_httptools(loop: asyncio.AbstractEventLoo
         door.data_received(raw * 2)
         assert len([s for s in seen if s[0] == "POST"]) == 2
         assert b"".join(transport.out).count(b"HTTP/1.1 200 OK") == 2
+
+    loop.run_until_complete(run())
+
+
+@pytest.mark.skipif(_module("c") is None, reason="the compiled twin is not built")
+def test_a_client_libraries_upgrade_is_read_without_httptools(loop: asyncio.AbstractEventLoop) -> None:
+    raw = _head(method=b"GET", target=b"/app/key?protocol=7&client=js&version=8.4.0&flash=false", headers=(
+        (b"Host", b"127.0.0.1:6001"), (b"Connection", b"Upgrade"), (b"Upgrade", b"websocket"),
+        (b"Sec-WebSocket-Version", b"13"), _KEY, (b"Sec-WebSocket-Extensions", b"permessage-deflate; client_max_window_bits"),
+    ))
+
+    async def run() -> None:
+        door, transport, seen = _door("c", True)
+        door.data_received(raw + b"\x81\x80")
+        assert door.parser is None  # httptools was not needed
+        assert seen == [("upgrade", "/app/key?protocol=7&client=js&version=8.4.0&flash=false",
+                         _module("c").accept_response("dGhlIHNhbXBsZSBub25jZQ=="), b"\x81\x80")]
 
     loop.run_until_complete(run())
 

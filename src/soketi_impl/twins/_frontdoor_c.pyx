@@ -171,7 +171,7 @@ cdef class FrontDoorBase:
         self.max_head = options.max_head
         self.new_socket_id = new_socket_id
         self.transport = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = None  # httptools, made when a request is not of a plain kind
         self.url = b""
         self.headers = _NO_HEADERS
         self.request = None  # the request whose body is being read
@@ -227,6 +227,8 @@ cdef class FrontDoorBase:
         if flags & (_CLOSING | _OVERFLOW):
             return
         if self.simple and type(data) is bytes:
+            if flags & _FIRST and not flags & _IN_MESSAGE and self._simple_upgrade(<bytes>data):
+                return  # a WebSocket upgrade, read in place: the connection is handed off
             # Whole requests of the plain kind, read here; whatever else is left, httptools reads
             while not self.flags & (_CLOSING | _OVERFLOW | _IN_MESSAGE):
                 end = self._simple_request(<bytes>data, used)
@@ -250,6 +252,8 @@ cdef class FrontDoorBase:
             self._update_reading()
 
     cdef _feed(self, data):
+        if self.parser is None:
+            self.parser = httptools.HttpRequestParser(self)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -712,7 +716,7 @@ cdef class FrontDoorBase:
         transport = self.transport
         if transport is None or self.flags & _CLOSING:
             return
-        if not self.flags & _FIRST or self.parser.get_method() != b"GET":
+        if not self.flags & _FIRST or self.parser is None or self.parser.get_method() != b"GET":
             self._reply_and_close(400, "A WebSocket upgrade must be the first request, with GET.")
             return
         if self.headers.get("sec-websocket-version") != "13":
@@ -728,10 +732,12 @@ cdef class FrontDoorBase:
         if response is None:
             self._reply_and_close(400, "Handshake error: Sec-WebSocket-Key is not 16 bytes in base64.")
             return
+        self._switch(transport, response, rest, self.url.decode("utf-8", "replace"))
+
+    cdef _switch(self, transport, bytes response, bytes rest, str path):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        path = self.url.decode("utf-8", "replace")
         self.flags |= _CLOSING  # this protocol is done with the socket
         # uvloop may keep a reference to this protocol's data_received after the
         # switch: drop everything this object holds so only its shell stays alive.
@@ -741,3 +747,107 @@ cdef class FrontDoorBase:
         self.out = _NO_OUT
         self.transport = None
         self._hand_off(transport, response, rest, path)
+
+    cdef bint _simple_upgrade(self, bytes data) except -1:
+        """A whole WebSocket upgrade request of the plain kind in ``data`` (the first bytes
+        of the connection), answered as the httptools path answers it; False (nothing
+        done) for any other.
+
+        The plain kind: ``GET`` to an origin-form target (the characters of
+        :meth:`_simple_request`), ``HTTP/1.1``, headers ``Name: value`` as there, each of
+        ``Upgrade: websocket``, ``Connection`` with an ``upgrade`` token,
+        ``Sec-WebSocket-Version: 13`` and a valid ``Sec-WebSocket-Key`` once, none of
+        ``Content-Length``, ``Transfer-Encoding``, ``Expect``; within ``max_head``. llhttp
+        reads such a request as an upgrade whose head ends where this one does.
+        """
+        cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t i, j, url_start, url_end, name_start, colon, value_start, k, head
+        cdef Py_ssize_t key_start = -1, key_end = -1, count = 0
+        cdef int seen = 0  # 1 upgrade, 2 connection, 4 version, 8 key
+        cdef bint token
+        if n < 20 or memcmp(s, b"GET /", 5) != 0:
+            return False
+        i = 4
+        url_start = i
+        while i < n and _URL_OK[s[i]]:
+            i += 1
+        url_end = i
+        if n - i < 11 or memcmp(s + i, b" HTTP/1.1\r\n", 11) != 0:
+            return False
+        i += 11
+        head = url_end - url_start
+        while True:
+            if n - i < 2:
+                return False
+            if s[i] == 13 and s[i + 1] == 10:
+                i += 2
+                break
+            count += 1
+            if count > 32:
+                return False
+            name_start = i
+            while i < n and _NAME_OK[s[i]]:
+                i += 1
+            colon = i
+            if colon == name_start or n - i < 3 or s[i] != 58 or s[i + 1] != 32:  # ": "
+                return False
+            i += 2
+            value_start = i
+            while i < n and 32 <= s[i] <= 126:
+                i += 1
+            if i == value_start or n - i < 2 or s[i] != 13 or s[i + 1] != 10:
+                return False
+            if s[value_start] == 32 or s[i - 1] == 32:
+                return False
+            head += (colon - name_start) + (i - value_start)
+            k = colon - name_start
+            if k == 7 and _lower_is(s + name_start, b"upgrade", 7):
+                if seen & 1 or i - value_start != 9 or not _lower_is(s + value_start, b"websocket", 9):
+                    return False
+                seen |= 1
+            elif k == 10 and _lower_is(s + name_start, b"connection", 10):
+                if seen & 2:
+                    return False
+                # a comma-separated list of tokens, one of them "upgrade"
+                j = value_start
+                token = False
+                while j < i:
+                    while j < i and (s[j] == 32 or s[j] == 44):
+                        j += 1
+                    k = j
+                    while j < i and s[j] != 32 and s[j] != 44:
+                        j += 1
+                    if j - k == 7 and _lower_is(s + k, b"upgrade", 7):
+                        token = True
+                if not token:
+                    return False
+                seen |= 2
+            elif k == 21 and _lower_is(s + name_start, b"sec-websocket-version", 21):
+                if seen & 4 or i - value_start != 2 or s[value_start] != 49 or s[value_start + 1] != 51:
+                    return False
+                seen |= 4
+            elif k == 17 and _lower_is(s + name_start, b"sec-websocket-key", 17):
+                if seen & 8:
+                    return False
+                key_start = value_start
+                key_end = i
+                seen |= 8
+            elif (k == 14 and _lower_is(s + name_start, b"content-length", 14)) or (
+                k == 17 and _lower_is(s + name_start, b"transfer-encoding", 17)) or (
+                k == 6 and _lower_is(s + name_start, b"expect", 6)):
+                return False
+            i += 2
+        if seen != 15 or head > self.max_head:
+            return False
+        response = accept_response(_ascii(<const char*>s + key_start, key_end - key_start))
+        if response is None:
+            return False  # the httptools path answers 400
+        transport = self.transport
+        if transport is None:
+            return False
+        self._switch(
+            transport, response, PyBytes_FromStringAndSize(<const char*>s + i, n - i),
+            _ascii(<const char*>s + url_start, url_end - url_start),
+        )
+        return True
