@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import APP_ID, APP_KEY
-from hostile import open_raw, read_http_response, tracked_server, wait_for
+from hostile import frame, open_raw, raw_ws, read_http_response, tracked_server, wait_for
 from soketi_impl.hosts.picows import FrontDoor, FrontDoorOptions
 from soketi_impl.http.types import HttpRequest, HttpResponse
 from soketi_impl.router import Router
@@ -172,6 +172,27 @@ async def test_slow_head_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
             assert await asyncio.wait_for(reader.read(), 10) == b""
         finally:
             writer.transport.abort()
+
+
+async def test_silent_connections_are_cut_and_an_upgraded_one_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections that never send a byte share one timer for their first head (compiled
+    front door): every one of a burst is cut after ``head_timeout``; a connection that
+    upgraded in the meantime is not, and nothing stays watched."""
+    async with tracked_server(monkeypatch, head_timeout=0.5) as srv:
+        silent = [await open_raw(srv.port) for _ in range(30)]
+        async with raw_ws(srv.port) as ws:
+            try:
+                for reader, _ in silent:
+                    assert await asyncio.wait_for(reader.read(), 10) == b""
+                ws.send(frame(0x1, b'{"event":"pusher:ping","data":{}}'))
+                got = await ws.next_frame()
+                assert got is not None and b"pusher:pong" in got[1], got
+            finally:
+                for _, writer in silent:
+                    writer.transport.abort()
+        heads = srv.options.first_heads
+        if heads is not None:  # the pure-Python twin keeps a timer per connection
+            await wait_for(lambda: len(heads) == 0)
 
 
 # ---------------------------------------------------------------- row 5: early answers

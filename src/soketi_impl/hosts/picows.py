@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..http.health import health_handler
 from ..http.types import HttpRequest, HttpResponse
@@ -59,6 +60,8 @@ class FrontDoorOptions:
     linger: float = 2.0
     #: largest client frame, and largest message reassembled from fragments (1009 over it)
     max_frame_size: int = 100 * 1024
+    #: the compiled front door's one timer for every connection's first head (set by it)
+    first_heads: Any = field(default=None, repr=False, compare=False)
 
 
 

@@ -136,6 +136,66 @@ cdef int _ARM_HEAD = 256
 cdef int _ARM_BODY = 512
 cdef int _ARMS = _ARM_HEAD | _ARM_BODY
 cdef int _IN_MESSAGE = 1024  # httptools is inside a request (from its first byte to its end)
+cdef int _WATCHED = 2048  # waiting for its first request under the listener's _FirstHeads
+
+
+cdef class FrontDoorBase
+
+
+cdef class _FirstHeads:
+    """The connections of one listener waiting for their first request head, and one
+    timer for all of them (instead of a timer per connection, ~8k instructions each).
+
+    Every connection gets the same ``head_timeout``, so the order they came in is the
+    order of their deadlines (a dict keeps it). The timer follows the oldest deadline,
+    at most ``granularity`` late, so a burst of connections costs a few timer moves, not
+    one each. A connection leaves on its first read that does not finish its head (it
+    then has its own timer, as before), its upgrade, or its end.
+    """
+
+    cdef dict doors
+    cdef object loop
+    cdef object timer
+    cdef object fire_cb
+    cdef double granularity
+
+    def __init__(self, loop, double head_timeout):
+        self.doors = {}
+        self.loop = loop
+        self.timer = None
+        self.fire_cb = self._fire
+        self.granularity = min(0.25, head_timeout / 10)
+
+    cdef add(self, FrontDoorBase door, double deadline):
+        self.doors[door] = deadline
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self.fire_cb)
+
+    cdef discard(self, FrontDoorBase door):
+        if door in self.doors:
+            del self.doors[door]
+
+    def _fire(self):
+        self.timer = None
+        cdef double now = self.loop.time()
+        cdef list expired = []
+        cdef double deadline = 0.0
+        for door, when in self.doors.items():
+            deadline = when
+            if deadline > now:
+                break
+            expired.append(door)
+        for door in expired:
+            del self.doors[door]
+            (<FrontDoorBase>door).flags &= ~_WATCHED
+        for door in expired:
+            (<FrontDoorBase>door)._on_timer()
+        if self.doors and self.timer is None:
+            deadline = next(iter(self.doors.values()))
+            self.timer = self.loop.call_at(max(deadline, now + self.granularity), self.fire_cb)
+
+    def __len__(self):
+        return len(self.doors)
 
 
 cdef class FrontDoorBase:
@@ -204,10 +264,23 @@ cdef class FrontDoorBase:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """asyncio: a client connected; its head must arrive within ``head_timeout``."""
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self._arm(self.options.head_timeout)
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        cdef _FirstHeads heads = opts.first_heads
+        if heads is None or heads.loop is not loop:
+            heads = opts.first_heads = _FirstHeads(loop, opts.head_timeout)
+        self.deadline = loop.time() + opts.head_timeout
+        heads.add(self, self.deadline)
+        self.flags |= _WATCHED
+
+    cdef _unwatch(self):
+        self.flags &= ~_WATCHED
+        (<_FirstHeads>self.options.first_heads).discard(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the socket is gone; let go of everything this connection held."""
+        if self.flags & _WATCHED:
+            self._unwatch()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -523,6 +596,8 @@ cdef class FrontDoorBase:
 
     cdef _arm(self, double delay):
         """Move this connection's one deadline; a single timer handle follows it lazily."""
+        if self.flags & _WATCHED:
+            self._unwatch()
         loop = asyncio.get_running_loop()
         self.deadline = deadline = loop.time() + delay
         timer = self.timer
@@ -735,6 +810,8 @@ cdef class FrontDoorBase:
         self._switch(transport, response, rest, self.url.decode("utf-8", "replace"))
 
     cdef _switch(self, transport, bytes response, bytes rest, str path):
+        if self.flags & _WATCHED:
+            self._unwatch()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
