@@ -16,7 +16,7 @@ A whole server, with a hook and an in-process trigger::
     async def joined(ev: HookEvent) -> None:
         print(ev.socket_id, "joined", ev.channel)
 
-    server = Server(pusher=pusher)          # the picows host
+    server = Server(pusher=pusher)          # the native host
     await server.start()
     await pusher.trigger("app-id", "news", "update", {"a": 1})
 
@@ -94,7 +94,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Server brings in picows; an app served by ASGI or aiohttp never needs to load it.
+    # Server brings in the front door and its WebSocket layer; an app served by ASGI or
+    # aiohttp never needs to load them.
     if name == "Server":
         from .server import Server
 

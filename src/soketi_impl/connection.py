@@ -80,7 +80,7 @@ class Connection:
     """
 
     # Memory: with a native whose methods are defined on its class (every framework
-    # above, and the picows listener) the slots hold functions shared by all
+    # above, and the native host's WSConn) the slots hold functions shared by all
     # connections of that class, so a connection owns no per-connection objects.
     # A bound other than the default lives in ``_queue`` (an idle _Pending): no slot.
     __slots__ = (
@@ -122,7 +122,7 @@ class Connection:
         #: the Pusher handlers read the app key from it.
         self.path = path
         #: Optional fast path for transports that can take pre-framed WebSocket bytes
-        #: (picows): the fan-out writes coalesced frames through it in one call.
+        #: (the native host's WSConn): the fan-out writes coalesced frames through it in one call.
         self.raw_write = raw_write
         #: Optional: the transport's write buffer size, for backpressure.
         self.write_buffer_size = write_buffer_size

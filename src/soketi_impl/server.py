@@ -1,4 +1,4 @@
-"""The server: one port for WebSocket and HTTP (the picows host), around a :class:`Pusher`.
+"""The server: one port for WebSocket and HTTP (the native host), around a :class:`Pusher`.
 
 Embed it::
 
@@ -12,9 +12,8 @@ or run it from the command line: ``soketi-impl start`` (see :func:`run`).
 With ``SOKETI_SSL_CERT`` and ``SOKETI_SSL_KEY`` the port speaks TLS: ``wss://`` for
 the WebSocket and ``https://`` for the HTTP API (:mod:`soketi_impl.config.tls`).
 The front door reads the request head over uvloop's TLS transport and hands an
-upgrade to picows with ``transport.set_protocol``, which that transport supports;
-picows sees the ``ssl_object`` and writes through the transport instead of the raw
-socket.
+upgrade to its WebSocket layer (``twins/_ws``) with ``transport.set_protocol``, which
+that transport supports; the layer only reads and writes through the transport.
 """
 
 from __future__ import annotations
@@ -317,11 +316,6 @@ def run(config: Config, role: WorkerRole | None = None) -> int:
         from .workers import die_with_parent
 
         die_with_parent(role.supervisor_pid)
-    if not config.debug:
-        # picows logs every accepted connection at INFO, and every client's protocol
-        # error at ERROR: a misbehaving client could flood the log. Our own debug lines
-        # say what happened to a connection.
-        logging.getLogger("soketi_impl.picows").setLevel(logging.CRITICAL)
     if sys.platform != "win32":
         import uvloop
 

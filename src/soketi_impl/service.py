@@ -4,7 +4,7 @@ It assembles what every host needs from a :class:`~soketi_impl.config.Config`:
 the protocol core (:class:`~soketi_impl.pusher.PusherServer`), the adapter named
 by ``SOKETI_ADAPTER_DRIVER``, the webhook sender, the metrics registry and the
 HTTP API, with one lifecycle (:meth:`Pusher.start`, :meth:`Pusher.stop`). Hosts
-only carry bytes: the picows server (:class:`~soketi_impl.server.Server`), ASGI
+only carry bytes: the native server (:class:`~soketi_impl.server.Server`), ASGI
 (:mod:`soketi_impl.asgi`) and aiohttp (:mod:`soketi_impl.aiohttp`) all take a
 ``Pusher``::
 
@@ -271,7 +271,7 @@ class Pusher(HookDecorators):
         """:meth:`handle_http` and :meth:`check_http_head` for a host that parses HTTP itself.
 
         The same answers, with the signed trigger's fast path tried first in compiled
-        code (:class:`soketi_impl.twins._trigger_py.TriggerPath`): the picows front door
+        code (:class:`soketi_impl.twins._trigger_py.TriggerPath`): the native front door
         takes these.
         """
         fast = getattr(self._api_object, "fast", None)

@@ -2,7 +2,7 @@
 
 soketi serves ``wss://`` and ``https://`` on its one port when a certificate is set;
 so do we, through the same listening socket (the front door reads the request head
-over TLS and hands WebSocket upgrades to picows on the TLS transport). Problems with
+over TLS and hands WebSocket upgrades to its WebSocket layer on the TLS transport). Problems with
 the files are :class:`~soketi_impl.errors.ConfigError` naming the variable, found at
 start rather than at the first handshake.
 """

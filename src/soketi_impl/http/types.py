@@ -1,6 +1,6 @@
 """HTTP request and response types shared by every host.
 
-A host (the picows front door, ASGI, aiohttp) turns its framework's request into an
+A host (the native front door, ASGI, aiohttp) turns its framework's request into an
 :class:`HttpRequest`, calls the handler, and writes the :class:`HttpResponse` back.
 """
 

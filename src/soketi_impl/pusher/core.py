@@ -1,6 +1,6 @@
 """``PusherServer``: the Pusher Channels protocol as Router handlers, with no transport.
 
-A host (picows, ASGI, aiohttp, or any framework through the seed API) creates a
+A host (the native front door, ASGI, aiohttp, or any framework through the seed API) creates a
 :class:`~soketi_impl.Connection` with the request ``path`` and feeds a
 :class:`~soketi_impl.Router`; :class:`PusherServer` installs its handlers on that
 router::
