@@ -120,6 +120,28 @@ cdef inline bint _lower_is(const unsigned char* s, const char* lower, Py_ssize_t
     return True
 
 
+cdef inline Py_ssize_t _header_line(const unsigned char* s, Py_ssize_t n, Py_ssize_t i,
+                                    Py_ssize_t* colon, Py_ssize_t* value_start) noexcept:
+    """A plain header line ``Name: value`` starting at ``s[i]`` (the name letters, digits and
+    ``-``; the value printable ASCII without leading or trailing space, then CRLF): the
+    end of its value (its CR), with the colon's and the value's positions; -1 otherwise."""
+    cdef Py_ssize_t start = i
+    while i < n and _NAME_OK[s[i]]:
+        i += 1
+    colon[0] = i
+    if i == start or n - i < 3 or s[i] != 58 or s[i + 1] != 32:  # ": "
+        return -1
+    i += 2
+    value_start[0] = i
+    while i < n and 32 <= s[i] <= 126:
+        i += 1
+    if i == value_start[0] or n - i < 2 or s[i] != 13 or s[i + 1] != 10:
+        return -1
+    if s[value_start[0]] == 32 or s[i - 1] == 32:
+        return -1
+    return i
+
+
 # FrontDoorBase.flags: one C int for every flag.
 cdef int _FIRST = 1  # still in the first request (an upgrade must be the first)
 cdef int _BUSY = 2  # an async handler is running
@@ -372,18 +394,8 @@ cdef class FrontDoorBase:
             if count == 32:
                 return -1
             name_start = i
-            while i < n and _NAME_OK[s[i]]:
-                i += 1
-            colon = i
-            if colon == name_start or n - i < 3 or s[i] != 58 or s[i + 1] != 32:  # ": "
-                return -1
-            i += 2
-            value_start = i
-            while i < n and 32 <= s[i] <= 126:
-                i += 1
-            if i == value_start or n - i < 2 or s[i] != 13 or s[i + 1] != 10:
-                return -1
-            if s[value_start] == 32 or s[i - 1] == 32:
+            i = _header_line(s, n, i, &colon, &value_start)
+            if i < 0:
                 return -1
             k = colon - name_start
             if k == 14 and _lower_is(s + name_start, b"content-length", 14):
@@ -864,18 +876,8 @@ cdef class FrontDoorBase:
             if count > 32:
                 return False
             name_start = i
-            while i < n and _NAME_OK[s[i]]:
-                i += 1
-            colon = i
-            if colon == name_start or n - i < 3 or s[i] != 58 or s[i + 1] != 32:  # ": "
-                return False
-            i += 2
-            value_start = i
-            while i < n and 32 <= s[i] <= 126:
-                i += 1
-            if i == value_start or n - i < 2 or s[i] != 13 or s[i + 1] != 10:
-                return False
-            if s[value_start] == 32 or s[i - 1] == 32:
+            i = _header_line(s, n, i, &colon, &value_start)
+            if i < 0:
                 return False
             head += (colon - name_start) + (i - value_start)
             k = colon - name_start
