@@ -337,3 +337,18 @@ def signed_query(method: str, path: str, body: bytes) -> str:
     query = "&".join(f"{k}={params[k]}" for k in sorted(params))
     signature = hmac.new(APP_SECRET.encode(), f"{method}\n{path}\n{query}".encode(), hashlib.sha256)
     return f"{query}&auth_signature={signature.hexdigest()}"
+
+
+@pytest.fixture(params=("redis", "nats", "workers"))  # cluster_util.DRIVERS (it imports this module)
+async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
+    """A cluster on one adapter (``cluster_util.DRIVERS``), under a prefix of the test's
+    own: (driver, prefix); what the prefix holds is deleted afterwards."""
+    from cluster_util import cleanup, need, new_prefix
+
+    driver = str(request.param)
+    need(driver)
+    prefix = new_prefix(driver)
+    try:
+        yield driver, prefix
+    finally:
+        await cleanup(driver, prefix)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from cluster_util import DRIVERS, Client, cleanup, need, new_prefix, node
+from cluster_util import Client, node
 from conftest import APP_ID, APP_KEY
 from soketi_impl.server import Server
 
@@ -27,17 +26,6 @@ TIMEOUT = 10.0
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture(params=DRIVERS)
-async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
-    """(driver, a prefix of this test alone); what the prefix holds is deleted afterwards."""
-    driver = str(request.param)
-    need(driver)
-    prefix = new_prefix(driver)
-    try:
-        yield driver, prefix
-    finally:
-        await cleanup(driver, prefix)
 
 
 async def heard(server: Server, n: int) -> None:

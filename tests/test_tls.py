@@ -271,7 +271,7 @@ async def _established(url: str, ctx: ssl.SSLContext) -> dict[str, Any]:
         return dict(json.loads(await asyncio.wait_for(ws.recv(), WAIT)))
 
 
-async def test_in_process_tls_server_hands_upgrades_to_picows(pki: Pki) -> None:
+async def test_in_process_tls_server_hands_upgrades_to_its_websocket_layer(pki: Pki) -> None:
     """Runs on asyncio and on uvloop: the front door's hand-off works on both TLS transports."""
     from soketi_impl.server import Server
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from cluster_util import DRIVERS, cleanup, cluster_env, need, new_prefix, node_adapter
+from cluster_util import cluster_env, node_adapter
 from conftest import APP_KEY, APP_SECRET, base_env
 from soketi_impl.config import load_config
 from soketi_impl.server import Server
@@ -82,17 +82,6 @@ async def test_presence_and_client_event_webhooks_on_one_node(receiver: tuple[Re
     assert client_event["data"] == {"a": 1} and client_event["channel"] == CHANNEL
     assert _count(rec.events) == {("member_added", "u1"): 1, ("client_event", "u1"): 1, ("member_removed", "u1"): 1}
 
-
-@pytest.fixture(params=DRIVERS)
-async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
-    """A two-node cluster on one adapter, under a prefix of the test's own: (driver, prefix)."""
-    driver = str(request.param)
-    need(driver)
-    prefix = new_prefix(driver)
-    try:
-        yield driver, prefix
-    finally:
-        await cleanup(driver, prefix)
 
 
 async def test_one_member_across_two_nodes(receiver: tuple[Receiver, str], cluster: tuple[str, str]) -> None:
