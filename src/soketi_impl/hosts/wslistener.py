@@ -1,7 +1,7 @@
 """The WebSocket side of the front door: the upgrade answered, the connection handed to ``WSConn``.
 
-The front door (:mod:`.picows`) has read the upgrade request with httptools;
-:func:`hand_off` answers it with the ``101`` and switches the transport to a
+The front door (:mod:`.picows`) has read and checked the upgrade request and made
+the ``101`` (``accept_response``); :func:`hand_off` switches the transport to a
 :class:`~soketi_impl.twins._ws_py.WSConn` (compiled twin: ``_ws_c``), which from
 then on reads the client's frames and writes the server's, feeding the router.
 Its docstring lists the checks every client frame goes through (RFC 6455 and the

@@ -94,8 +94,8 @@ cpdef bytes frame(int opcode, bytes payload):
         p[1] = <unsigned char>n
         memcpy(p + 2, PyBytes_AS_STRING(payload), <size_t>n)
         return out
-    cdef bytes text = frame_text(payload)
-    out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
+    # a longer frame: frame_text's header with this opcode (its bytes are new, ours alone)
+    out = frame_text(payload)
     (<unsigned char*>PyBytes_AS_STRING(out))[0] = <unsigned char>(0x80 | opcode)
     return out
 
