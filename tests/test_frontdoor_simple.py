@@ -240,7 +240,8 @@ def _run(kind: str, simple: bool, chunks: list[bytes]) -> Any:
     door, transport, seen = _door(kind, simple)
     for chunk in chunks:
         door.data_received(chunk)
-    return b"".join(transport.out), transport.events, seen, door.flags & ~(1024 | 256 | 512)
+    # (the flags of reading state: _IN_MESSAGE, _ARM_HEAD/_ARM_BODY, _SIMPLE_BODY)
+    return b"".join(transport.out), transport.events, seen, door.flags & ~(1024 | 256 | 512 | 4096)
 
 
 @pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=pytest.mark.skipif(
@@ -271,6 +272,28 @@ def test_an_sdk_request_is_read_without_httptools(loop: asyncio.AbstractEventLoo
         door.parser = None  # httptools must not be needed
         door.data_received(raw * 2)
         assert len([s for s in seen if s[0] == "POST"]) == 2
+        assert b"".join(transport.out).count(b"HTTP/1.1 200 OK") == 2
+
+    loop.run_until_complete(run())
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=pytest.mark.skipif(
+    _module("c") is None, reason="the compiled twin is not built"))])
+def test_a_body_sent_after_its_head_is_read_without_httptools(loop: asyncio.AbstractEventLoop, kind: str) -> None:
+    """urllib3 (the Python SDK's requests) writes the head and the body in two sends."""
+    head = _head(headers=((b"Host", b"127.0.0.1:6001"), (b"Content-Length", b"10")))
+
+    async def run() -> None:
+        door, transport, seen = _door(kind, True)
+        door.parser = None  # httptools must not be needed
+        door.data_received(head)
+        assert [s[0] for s in seen] == ["head"]  # the head check ran on the head alone
+        door.data_received(b'{"a":')
+        door.data_received(b'1234}' + head + b"0123")  # the body's end, the next request's head and start
+        door.data_received(b"456789")
+        posts = [s for s in seen if s[0] == "POST"]
+        assert [p[4] for p in posts] == [b'{"a":1234}', b"0123456789"]
+        assert door.parser is None  # (the compiled twin makes its httptools parser when one is needed)
         assert b"".join(transport.out).count(b"HTTP/1.1 200 OK") == 2
 
     loop.run_until_complete(run())

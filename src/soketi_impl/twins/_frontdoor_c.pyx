@@ -159,6 +159,7 @@ cdef int _ARM_BODY = 512
 cdef int _ARMS = _ARM_HEAD | _ARM_BODY
 cdef int _IN_MESSAGE = 1024  # httptools is inside a request (from its first byte to its end)
 cdef int _WATCHED = 2048  # waiting for its first request under the listener's _FirstHeads
+cdef int _SIMPLE_BODY = 4096  # a plain request's head was read here, its body is still coming
 
 
 cdef class FrontDoorBase
@@ -229,6 +230,7 @@ cdef class FrontDoorBase:
     cdef public dict headers
     cdef public list out
     cdef public Py_ssize_t head_size
+    cdef Py_ssize_t body_left  # while _SIMPLE_BODY: the bytes of the body still to come
     cdef public double deadline
     cdef public int flags
     #: Whole plain requests are read without httptools (see _simple_request); tests
@@ -259,6 +261,7 @@ cdef class FrontDoorBase:
         self.request = None  # the request whose body is being read
         self.body = b""
         self.head_size = 0
+        self.body_left = 0
         self.queue = None  # made on the first plain HTTP request
         self.out = []
         self.timer = None
@@ -321,20 +324,26 @@ cdef class FrontDoorBase:
         flags = self.flags
         if flags & (_CLOSING | _OVERFLOW):
             return
+        if flags & _SIMPLE_BODY:
+            # the rest of a body whose head _simple_request read (a client that sends the
+            # head and the body in two writes, as urllib3 does): no httptools either
+            if type(data) is not bytes:
+                data = bytes(data)
+            used = self._simple_body(<bytes>data)
         if self.simple and type(data) is bytes:
             if flags & _FIRST and not flags & _IN_MESSAGE and self._simple_upgrade(<bytes>data):
                 return  # a WebSocket upgrade, read in place: the connection is handed off
-            # Whole requests of the plain kind, read here; whatever else is left, httptools reads
+            # Requests of the plain kind, read here; whatever else is left, httptools reads
             while not self.flags & (_CLOSING | _OVERFLOW | _IN_MESSAGE):
                 end = self._simple_request(<bytes>data, used)
                 if end < 0:
                     break
                 used = end
-            if used:
-                data = (
-                    PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + used, len(data) - used)
-                    if used < len(data) and not self.flags & _CLOSING else b""
-                )
+        if used:
+            data = (
+                PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + used, len(data) - used)
+                if used < len(data) and not self.flags & _CLOSING else b""
+            )
         if data:
             self._feed(data)
         flags = self.flags
@@ -357,17 +366,34 @@ cdef class FrontDoorBase:
             if not self.flags & _CLOSING:
                 self._reply_and_close(400, f"Malformed HTTP request: {exc}")
 
+    cdef Py_ssize_t _simple_body(self, bytes data) except -1:
+        """Up to ``body_left`` bytes of ``data`` taken into the body of the plain request
+        being read, which ends when the last arrives; the number taken."""
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data), take = self.body_left
+        if take >= n:
+            take = n
+            self._body(data)
+        else:
+            self._body(PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), take))
+        self.body_left -= take
+        if self.body_left == 0:
+            self.flags &= ~_SIMPLE_BODY
+            self._message_complete()
+        return take
+
     cdef Py_ssize_t _simple_request(self, bytes data, Py_ssize_t pos) except -2:
-        """One whole request of the plain kind at ``data[pos:]``, handled as the httptools
-        callbacks handle it; its end, or -1 (nothing done) for any other.
+        """One request of the plain kind at ``data[pos:]``, handled as the httptools
+        callbacks handle it; its end, or -1 (nothing done) for any other. A head whose
+        body is not all in ``data`` is read here too: the body's rest is taken from the
+        next reads (``_SIMPLE_BODY``, :meth:`_simple_body`).
 
         The plain kind: ``POST`` to an origin-form target of unreserved, sub-delimiter and
         ``:@/?%`` characters, ``HTTP/1.1``, headers ``Name: value`` (letters, digits and
         ``-``; printable ASCII without leading or trailing space), one ``Content-Length``
         of 1 to 10 digits, none of ``Transfer-Encoding``, ``Upgrade``, ``Expect``, and
-        ``Connection`` only as ``keep-alive``; within ``max_head`` and ``max_body``, the
-        body in ``data``. llhttp reads every such request the same way (every piece of
-        it is in what llhttp takes), so the answer is the same; the rest goes to httptools.
+        ``Connection`` only as ``keep-alive``; within ``max_head`` and ``max_body``.
+        llhttp reads every such request the same way (every piece of it is in what
+        llhttp takes), so the answer is the same; the rest goes to httptools.
         """
         cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
@@ -420,7 +446,7 @@ cdef class FrontDoorBase:
             count += 1
             head += (colon - name_start) + (i - value_start)
             i += 2
-        if length <= 0 or head > self.max_head or length > self.options.max_body or n - i < length:
+        if length <= 0 or head > self.max_head or length > self.options.max_body:
             return -1
         body_end = i + length
         # what llhttp's callbacks would do, in their order
@@ -442,6 +468,12 @@ cdef class FrontDoorBase:
         self._headers_complete(b"POST", True)
         if self.flags & _CLOSING:
             return n  # answered from its head: the rest of this read is not read
+        if body_end > n:  # the body's rest comes in later reads
+            if n > i:
+                self._body(PyBytes_FromStringAndSize(c + i, n - i))
+            self.body_left = body_end - n
+            self.flags |= _SIMPLE_BODY
+            return n
         self._body(PyBytes_FromStringAndSize(c + i, length))
         self._message_complete()
         return body_end

@@ -72,6 +72,7 @@ _ARM_HEAD = 256
 _ARM_BODY = 512
 _ARMS = _ARM_HEAD | _ARM_BODY
 _IN_MESSAGE = 1024  # httptools is inside a request (from its first byte to its end)
+_SIMPLE_BODY = 4096  # a plain request's head was read here, its body is still coming
 
 # FrontDoorBase._simple_request: the bytes of a plain request's target (unreserved,
 # sub-delimiters, ":@/?%") and of its header names (letters, digits, "-").
@@ -93,7 +94,7 @@ class FrontDoorBase:
     __slots__ = (
         "router", "http_handler", "check_head", "options", "new_socket_id", "transport", "parser",
         "url", "headers", "request", "body", "head_size", "queue", "out", "timer",
-        "deadline", "flags", "simple",
+        "deadline", "flags", "simple", "body_left",
     )
 
     def __init__(
@@ -116,6 +117,7 @@ class FrontDoorBase:
         self.request: HttpRequest | None = None  # the request whose body is being read
         self.body: bytes | bytearray = b""
         self.head_size = 0
+        self.body_left = 0  # while _SIMPLE_BODY: the bytes of the body still to come
         self.queue: deque[HttpRequest] | None = None  # made on the first plain HTTP request
         self.out: list[bytes] = []
         self.timer: asyncio.TimerHandle | None = None
@@ -167,16 +169,21 @@ class FrontDoorBase:
         flags = self.flags
         if flags & (_CLOSING | _OVERFLOW):
             return
+        used = 0
+        if flags & _SIMPLE_BODY:
+            # the rest of a body whose head _simple_request read (a client that sends the
+            # head and the body in two writes, as urllib3 does): no httptools either
+            data = bytes(data)
+            used = self._simple_body(data)
         if self.simple and type(data) is bytes:
-            # Whole requests of the plain kind, read here; whatever else is left, httptools reads
-            used = 0
+            # Requests of the plain kind, read here; whatever else is left, httptools reads
             while not self.flags & (_CLOSING | _OVERFLOW | _IN_MESSAGE):
                 end = self._simple_request(data, used)
                 if end < 0:
                     break
                 used = end
-            if used:
-                data = data[used:] if used < len(data) and not self.flags & _CLOSING else b""
+        if used:
+            data = data[used:] if used < len(data) and not self.flags & _CLOSING else b""
         if data:
             self._feed(data)
         flags = self.flags
@@ -197,17 +204,30 @@ class FrontDoorBase:
             if not self.flags & _CLOSING:
                 self._reply_and_close(400, f"Malformed HTTP request: {exc}")
 
+    def _simple_body(self, data: bytes) -> int:
+        """Up to ``body_left`` bytes of ``data`` taken into the body of the plain request
+        being read, which ends when the last arrives; the number taken."""
+        take = min(self.body_left, len(data))
+        self.on_body(data if take == len(data) else data[:take])
+        self.body_left -= take
+        if not self.body_left:
+            self.flags &= ~_SIMPLE_BODY
+            self.on_message_complete()
+        return take
+
     def _simple_request(self, data: bytes, pos: int) -> int:
-        """One whole request of the plain kind at ``data[pos:]``, handled as the httptools
-        callbacks handle it; its end, or -1 (nothing done) for any other.
+        """One request of the plain kind at ``data[pos:]``, handled as the httptools
+        callbacks handle it; its end, or -1 (nothing done) for any other. A head whose
+        body is not all in ``data`` is read here too: the body's rest is taken from the
+        next reads (``_SIMPLE_BODY``, :meth:`_simple_body`).
 
         The plain kind: ``POST`` to an origin-form target of unreserved, sub-delimiter and
         ``:@/?%`` characters, ``HTTP/1.1``, headers ``Name: value`` (letters, digits and
         ``-``; printable ASCII without leading or trailing space), one ``Content-Length``
         of 1 to 10 digits, none of ``Transfer-Encoding``, ``Upgrade``, ``Expect``, and
-        ``Connection`` only as ``keep-alive``; within ``max_head`` and ``max_body``, the
-        body in ``data``. llhttp reads every such request the same way (every piece of
-        it is in what llhttp takes), so the answer is the same; the rest goes to httptools.
+        ``Connection`` only as ``keep-alive``; within ``max_head`` and ``max_body``.
+        llhttp reads every such request the same way (every piece of it is in what
+        llhttp takes), so the answer is the same; the rest goes to httptools.
         """
         n = len(data)
         if n - pos < 20 or not data.startswith(b"POST /", pos):
@@ -244,7 +264,7 @@ class FrontDoorBase:
             headers.append((name, value))
             head += len(name) + len(value)
             i = end + 2
-        if length <= 0 or head > self.options.max_head or length > self.options.max_body or n - i < length:
+        if length <= 0 or head > self.options.max_head or length > self.options.max_body:
             return -1
         # what llhttp's callbacks would do, in their order
         self.on_message_begin()
@@ -254,6 +274,12 @@ class FrontDoorBase:
         self._headers_complete(b"POST", True)
         if self.flags & _CLOSING:
             return n  # answered from its head: the rest of this read is not read
+        if i + length > n:  # the body's rest comes in later reads
+            if n > i:
+                self.on_body(data[i:])
+            self.body_left = i + length - n
+            self.flags |= _SIMPLE_BODY
+            return n
         self.on_body(data[i : i + length])
         self.on_message_complete()
         return i + length
