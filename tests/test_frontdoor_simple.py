@@ -361,3 +361,23 @@ def test_answers_heads_are_the_pure_twins(loop: asyncio.AbstractEventLoop, order
 
     compiled, pure = loop.run_until_complete(both())
     assert compiled == pure
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=pytest.mark.skipif(
+    _module("c") is None, reason="the compiled twin is not built"))])
+@pytest.mark.parametrize("simple", [True, False])
+def test_the_answers_to_one_read_leave_in_one_write(loop: asyncio.AbstractEventLoop, kind: str, simple: bool) -> None:
+    """Pipelined requests that arrive together are answered with one write (one system
+    call), in order; an answer from a head (here a refusal) still comes after them."""
+    ok = _head(headers=((b"Host", b"x"), (b"Content-Length", b"2"))) + b"{}"
+    refused = _head(target=b"/refuse", headers=((b"Host", b"x"), (b"Content-Length", b"2"))) + b"{}"
+
+    async def run() -> None:
+        door, transport, _ = _door(kind, simple)
+        door.data_received(ok * 3)
+        assert len(transport.out) == 1 and transport.out[0].count(b"HTTP/1.1 200 OK") == 3
+        door.data_received(ok + refused)
+        assert len(transport.out) == 3
+        assert transport.out[1].count(b"200 OK") == 1 and transport.out[2].startswith(b"HTTP/1.1 401 ")
+
+    loop.run_until_complete(run())

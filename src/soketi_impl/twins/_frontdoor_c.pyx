@@ -160,6 +160,8 @@ cdef int _ARMS = _ARM_HEAD | _ARM_BODY
 cdef int _IN_MESSAGE = 1024  # httptools is inside a request (from its first byte to its end)
 cdef int _WATCHED = 2048  # waiting for its first request under the listener's _FirstHeads
 cdef int _SIMPLE_BODY = 4096  # a plain request's head was read here, its body is still coming
+cdef int _READING = 8192  # inside data_received: answers wait in ``out`` for one write at the read's end
+cdef Py_ssize_t _OUT_BATCH = 16  # answers held for one write at most (see _next)
 
 
 cdef class FrontDoorBase
@@ -319,7 +321,17 @@ cdef class FrontDoorBase:
         self.headers = _NO_HEADERS
 
     def data_received(self, data: bytes) -> None:
-        """asyncio: bytes from the client, fed to the HTTP parser."""
+        """asyncio: bytes from the client, fed to the HTTP parser; the answers to the
+        requests it completes leave in one write (one system call, not one each)."""
+        self.flags |= _READING
+        try:
+            self._received(data)
+        finally:
+            self.flags &= ~_READING
+            if self.out:
+                self._flush()
+
+    cdef _received(self, data):
         cdef Py_ssize_t used = 0, end
         flags = self.flags
         if flags & (_CLOSING | _OVERFLOW):
@@ -696,8 +708,8 @@ cdef class FrontDoorBase:
     cdef _next(self):
         """Answer queued requests one at a time, in order (pipelining-safe).
 
-        The answers to every request that one read brought in leave in one write,
-        unless they pile up past the write buffer's high-water mark.
+        The answers to every request that one read brought in leave in one write
+        (``_READING``), unless they are more than ``_OUT_BATCH`` or 64 KiB.
         """
         queue = self.queue
         stop = _CLOSING | _CLOSE_AFTER | _BUSY | _WPAUSED
@@ -723,7 +735,8 @@ cdef class FrontDoorBase:
             limit = self.options.max_pipeline
             body = orjson.dumps({"error": f"Too many pipelined requests (limit {limit}): read the answers first."})
             self._write(HttpResponse(429, body), False)
-        self._flush()
+        if not self.flags & _READING or len(self.out) >= _OUT_BATCH:
+            self._flush()  # (else data_received writes them all at the read's end)
         if not self.flags & (_BUSY | _IN_BODY | _CLOSING):
             self._arm(self.options.idle_timeout)
         self._update_reading()
@@ -803,6 +816,9 @@ cdef class FrontDoorBase:
         t = self.transport
         if t is None or t.is_closing():
             return
+        if self.out:  # earlier answers of this read go first
+            t.write(b"".join(self.out))
+            self.out.clear()
         reason = _REASONS.get(response.status, "Error")
         headers = "".join(f"{k}: {v}\r\n" for k, v in response.headers)
         t.write(

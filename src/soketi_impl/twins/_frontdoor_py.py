@@ -73,6 +73,8 @@ _ARM_BODY = 512
 _ARMS = _ARM_HEAD | _ARM_BODY
 _IN_MESSAGE = 1024  # httptools is inside a request (from its first byte to its end)
 _SIMPLE_BODY = 4096  # a plain request's head was read here, its body is still coming
+_READING = 8192  # inside data_received: answers wait in ``out`` for one write at the read's end
+_OUT_BATCH = 16  # answers held for one write at most (see _next)
 
 # FrontDoorBase._simple_request: the bytes of a plain request's target (unreserved,
 # sub-delimiters, ":@/?%") and of its header names (letters, digits, "-").
@@ -165,7 +167,17 @@ class FrontDoorBase:
         self.headers = _NO_HEADERS
 
     def data_received(self, data: bytes) -> None:
-        """asyncio: bytes from the client, fed to the HTTP parser."""
+        """asyncio: bytes from the client, fed to the HTTP parser; the answers to the
+        requests it completes leave in one write (one system call, not one each)."""
+        self.flags |= _READING
+        try:
+            self._received(data)
+        finally:
+            self.flags &= ~_READING
+            if self.out:
+                self._flush()
+
+    def _received(self, data: bytes) -> None:
         flags = self.flags
         if flags & (_CLOSING | _OVERFLOW):
             return
@@ -471,8 +483,8 @@ class FrontDoorBase:
     def _next(self) -> None:
         """Answer queued requests one at a time, in order (pipelining-safe).
 
-        The answers to every request that one read brought in leave in one write,
-        unless they pile up past the write buffer's high-water mark.
+        The answers to every request that one read brought in leave in one write
+        (``_READING``), unless they are more than ``_OUT_BATCH`` or 64 KiB.
         """
         queue = self.queue
         stop = _CLOSING | _CLOSE_AFTER | _BUSY | _WPAUSED
@@ -498,7 +510,8 @@ class FrontDoorBase:
             limit = self.options.max_pipeline
             body = orjson.dumps({"error": f"Too many pipelined requests (limit {limit}): read the answers first."})
             self._write(HttpResponse(429, body), False)
-        self._flush()
+        if not self.flags & _READING or len(self.out) >= _OUT_BATCH:
+            self._flush()  # (else data_received writes them all at the read's end)
         if not self.flags & (_BUSY | _IN_BODY | _CLOSING):
             self._arm(self.options.idle_timeout)
         self._update_reading()
@@ -565,6 +578,9 @@ class FrontDoorBase:
         t = self.transport
         if t is None or t.is_closing():
             return
+        if self.out:  # earlier answers of this read go first
+            t.write(b"".join(self.out))
+            self.out.clear()
         reason = _REASONS.get(response.status, "Error")
         headers = "".join(f"{k}: {v}\r\n" for k, v in response.headers)
         t.write(
