@@ -381,3 +381,41 @@ def test_the_answers_to_one_read_leave_in_one_write(loop: asyncio.AbstractEventL
         assert transport.out[1].count(b"200 OK") == 1 and transport.out[2].startswith(b"HTTP/1.1 401 ")
 
     loop.run_until_complete(run())
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=pytest.mark.skipif(
+    _module("c") is None, reason="the compiled twin is not built"))])
+def test_express_takes_whole_plain_requests_before_any_request_object(
+    loop: asyncio.AbstractEventLoop, kind: str
+) -> None:
+    """``options.express`` is offered (path, query, body) of a whole plain request; what it
+    takes is answered with EXPRESS_ANSWER, the bytes _write gives the trigger's 200."""
+    module = _module(kind)
+    assert module is not None
+    offered: list[tuple[str, str, bytes]] = []
+
+    def express(path: str, query: str, body: bytes) -> bool:
+        offered.append((path, query, body))
+        return body == b"{}"
+
+    async def run() -> None:
+        door, transport, seen = _door(kind, True)
+        door.options.express = express
+        assert module.EXPRESS_ANSWER == module.answer_head(
+            200, "application/json", [("Access-Control-Allow-Origin", "*")], 2, True) + b"{}"
+        assert module.EXPRESS_ANSWER == _module("py").EXPRESS_ANSWER  # type: ignore[union-attr]
+        taken = _head(headers=((b"Host", b"x"), (b"Content-Length", b"2"))) + b"{}"
+        declined = _head(headers=((b"Host", b"x"), (b"Content-Length", b"2"))) + b"[]"
+        door.data_received(taken + declined + taken)
+        assert offered == [("/apps/1/events", "a=1&b=2", b"{}"), ("/apps/1/events", "a=1&b=2", b"[]"),
+                           ("/apps/1/events", "a=1&b=2", b"{}")]
+        assert [s[0] for s in seen] == ["head", "POST"]  # the declined one, the general way
+        out = b"".join(transport.out)
+        assert out.startswith(module.EXPRESS_ANSWER) and out.endswith(module.EXPRESS_ANSWER)
+        assert out.count(b"HTTP/1.1 200 OK") == 3 and len(transport.out) == 1
+        assert door.deadline == pytest.approx(asyncio.get_running_loop().time() + door.options.idle_timeout, abs=1)
+        door.data_received(_head(headers=((b"Content-Length", b"2"),)))  # the body comes later:
+        door.data_received(b"{}")  # read the general way (the head was checked on its own)
+        assert len(offered) == 3 and [s[0] for s in seen][-2:] == ["head", "POST"]
+
+    loop.run_until_complete(run())

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from soketi_impl.config import load_config
 from soketi_impl.http.api import HttpApi
 from soketi_impl.http.errors import ApiError
-from soketi_impl.http.types import HttpRequest
+from soketi_impl.http.types import HttpRequest, HttpResponse
 from soketi_impl.pusher.server import PusherServer
 from soketi_impl.signing import sign_api_request
 from soketi_impl.twins import _query_py, _trigger_py
@@ -152,7 +152,7 @@ class _General:
 class _Side:
     """One API (core, one subscriber on c1, a fixed clock) driven as the front door drives it."""
 
-    def __init__(self, fast: str | None) -> None:
+    def __init__(self, fast: str | None, express: bool = False) -> None:
         cfg = load_config(
             None,
             environ={"SOKETI_DEFAULT_APP_ID": APP_ID, "SOKETI_DEFAULT_APP_KEY": KEY,
@@ -170,6 +170,8 @@ class _Side:
             path = module.TriggerPath(self.api)
             self.api.fast = path
             self.handle, self.check = path.handle_http, path.check_http_head
+        # as the front door offers a whole plain request (FrontDoorOptions.express)
+        self.express = self.api.fast.express if express else None  # type: ignore[union-attr]
         app = self.core.app(APP_ID)
         self.frames: deque[bytes] = deque(maxlen=8)
         self.outbox = self.core.outbox
@@ -177,16 +179,24 @@ class _Side:
         self.stats = app.stats
 
     def send(self, path: str, query: str, body: bytes) -> Any:
-        request = HttpRequest("POST", path, query, {"content-length": str(len(body))}, b"")
-        answer = self.check(request) if body else None
-        if answer is None:
-            request.body = body
-            answer = self.handle(request)
+        if self.express is not None and self.express(path, query, body):
+            # what the front door then writes (twins/_frontdoor: EXPRESS_ANSWER)
+            answer = HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")])
+        else:
+            answer = self._send(path, query, body)
         self.outbox.flush()
         return (
             answer.status, answer.body, answer.content_type, answer.headers, list(self.frames),
             self.stats.http_calls, self.stats.http_bytes_received, self.stats.http_bytes_sent,
         )
+
+    def _send(self, path: str, query: str, body: bytes) -> Any:
+        request = HttpRequest("POST", path, query, {"content-length": str(len(body))}, b"")
+        answer = self.check(request) if body else None
+        if answer is None:
+            request.body = body
+            answer = self.handle(request)
+        return answer
 
 
 _event = st.fixed_dictionaries(
@@ -252,13 +262,17 @@ def _request(event: dict[str, Any], mutation: str) -> tuple[str, str, bytes]:
 
 
 @pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=needs_c)])
+@pytest.mark.parametrize("express", [False, True])
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=st.lists(st.tuples(_event, _mutation), min_size=1, max_size=4))
 def test_fast_path_answers_as_the_general_path(
-    loop: asyncio.AbstractEventLoop, kind: str, events: list[tuple[dict[str, Any], str]]
+    loop: asyncio.AbstractEventLoop, kind: str, express: bool, events: list[tuple[dict[str, Any], str]]
 ) -> None:
+    """The fast path (and its express entry, where the front door offers it the whole
+    request first) answers and delivers as the general path does."""
+
     async def run() -> None:
-        fast, general = _Side(kind), _Side(None)
+        fast, general = _Side(kind, express), _Side(None)
         for event, mutation in events:
             path, query, body = _request(event, mutation)
             assert fast.send(path, query, body) == general.send(path, query, body), (event, mutation)
@@ -297,5 +311,30 @@ def test_fast_path_follows_a_replaced_route_table(loop: asyncio.AbstractEventLoo
         side.api.routes = RouteTable([r for r in ROUTES if not r.pattern.endswith("/events")])
         assert side.send(*request)[:2] == (404, b'{"error":"Not found."}')
         assert len(side.frames) == 1
+
+    loop.run_until_complete(run())
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=needs_c)])
+def test_express_takes_the_sdk_requests_and_nothing_else(loop: asyncio.AbstractEventLoop, kind: str) -> None:
+    """express does a good trigger itself; anything it declines was left untouched
+    (no delivery, no counter), for the general path to answer."""
+
+    async def run() -> None:
+        side = _Side(kind, express=True)
+        good = _request({"name": "ev", "channel": "c1", "data": "{}"}, "none")
+        assert side.send(*good)[0] == 200  # (the general path routes a path the first time)
+        assert side.api.fast.express(*good) is True  # type: ignore[union-attr]
+        side.outbox.flush()
+        assert len(side.frames) == 2 and side.stats.http_calls == 2
+        for event, mutation in [({"name": "ev", "channel": "c1", "data": "{}"}, "bad_signature"),
+                                ({"name": "", "channel": "c1", "data": "{}"}, "none"),  # refused: 400
+                                ({"name": "ev", "channel": "c1", "data": "{}", "info": "user_count"}, "none"),
+                                ({"name": "ev", "channel": "c1", "data": "{}"}, "unknown_app")]:
+            assert side.api.fast.express(*_request(event, mutation)) is False  # type: ignore[union-attr]
+        side.outbox.flush()
+        assert len(side.frames) == 2 and side.stats.http_calls == 2
+        side.api.cors._any = False  # an origin list: the answer depends on the request's Origin
+        assert side.api.fast.express(*good) is False  # type: ignore[union-attr]
 
     loop.run_until_complete(run())

@@ -106,6 +106,7 @@ class Server:
     async def _listen(self, port: int, reuse_port: bool) -> asyncio.base_events.Server:
         router, options = self.router, self.options
         handle_http, check_head = self.service.http_entry_points()
+        options.express = self.service.http_express()
         return await asyncio.get_running_loop().create_server(
             lambda: FrontDoor(router, handle_http, options, new_socket_id, check_head),
             self.config.host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=4096,

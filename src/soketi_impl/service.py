@@ -281,6 +281,13 @@ class Pusher(HookDecorators):
         fast.general_check = self.check_http_head
         return fast.handle_http, fast.check_http_head
 
+    def http_express(self) -> Any:
+        """The signed trigger's express path for a host that reads whole requests itself
+        (:meth:`soketi_impl.twins._trigger_py.TriggerPath.express`: a trigger done from
+        its path, query and body, no request object), or None where there is none."""
+        fast = getattr(self._api_object, "fast", None)
+        return None if fast is None else fast.express
+
     # -- the in-process API, delegated to the core --
 
     async def trigger(

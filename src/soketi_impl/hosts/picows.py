@@ -62,6 +62,12 @@ class FrontDoorOptions:
     max_frame_size: int = 100 * 1024
     #: the compiled front door's one timer for every connection's first head (set by it)
     first_heads: Any = field(default=None, repr=False, compare=False)
+    #: a callable ``(path, query, body) -> bool`` offered every whole plain request before
+    #: a request object is made; True: it was done and is answered ``200 {}`` with
+    #: ``Access-Control-Allow-Origin: *`` (the server sets the signed trigger's
+    #: :meth:`~soketi_impl.twins._trigger_py.TriggerPath.express`, see
+    #: :meth:`soketi_impl.service.Pusher.http_express`)
+    express: Any = field(default=None, repr=False, compare=False)
 
 
 

@@ -20,7 +20,7 @@ from libc.string cimport memchr, memcmp, memcpy
 from soketi_impl.http.types import REASONS, HttpRequest, HttpResponse
 from soketi_impl.twins._ws import accept_response
 
-__all__ = ["FrontDoorBase"]
+__all__ = ["EXPRESS_ANSWER", "FrontDoorBase", "answer_head"]
 
 log = logging.getLogger("soketi_impl.http")
 
@@ -94,6 +94,25 @@ cdef object _known_name(const unsigned char* name, Py_ssize_t n):
 cdef tuple _LAST = None
 
 
+cpdef bytes answer_head(status, str content_type, list headers, Py_ssize_t length, bint keep_alive):
+    """The head of an answer as :meth:`FrontDoorBase._write` writes it."""
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
+    extra = "".join([f"{k}: {v}\r\n" for k, v in headers]) if headers else ""
+    if not keep_alive:
+        extra += "Connection: close\r\n"
+    if status != 204:  # a 204 has no content, so no content headers
+        head = f"{line}Content-Type: {content_type}\r\nContent-Length: {length}\r\n{extra}\r\n"
+    else:
+        head = f"{line}{extra}\r\n"
+    return head.encode("latin-1")
+
+
+#: The answer to a trigger done by ``options.express`` (TriggerPath.express): what
+#: HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")]) is written as.
+EXPRESS_ANSWER = answer_head(200, "application/json", [("Access-Control-Allow-Origin", "*")], 2, True) + b"{}"
+cdef bytes _EXPRESS_ANSWER = EXPRESS_ANSWER
+
+
 cdef bint _plain(list headers):
     """True when every header is a (str, str) tuple (so equal lists give equal heads)."""
     for item in headers:
@@ -156,7 +175,8 @@ cdef int _OVERFLOW = 128  # too many pipelined requests: answer the queued ones,
 # request only moves it once, to the idle deadline after the answer.
 cdef int _ARM_HEAD = 256
 cdef int _ARM_BODY = 512
-cdef int _ARMS = _ARM_HEAD | _ARM_BODY
+cdef int _ARM_IDLE = 16384  # (and the idle deadline, once the read's answers are out)
+cdef int _ARMS = _ARM_HEAD | _ARM_BODY | _ARM_IDLE
 cdef int _IN_MESSAGE = 1024  # httptools is inside a request (from its first byte to its end)
 cdef int _WATCHED = 2048  # waiting for its first request under the listener's _FirstHeads
 cdef int _SIMPLE_BODY = 4096  # a plain request's head was read here, its body is still coming
@@ -363,7 +383,11 @@ cdef class FrontDoorBase:
             self.flags = flags & ~_ARMS
             if not flags & _CLOSING:
                 opts = self.options
-                self._arm(opts.body_timeout if flags & _ARM_BODY else opts.head_timeout)
+                self._arm(
+                    opts.body_timeout if flags & _ARM_BODY
+                    else opts.head_timeout if flags & _ARM_HEAD
+                    else opts.idle_timeout
+                )
         if self.queue:
             self._update_reading()
 
@@ -461,8 +485,12 @@ cdef class FrontDoorBase:
         if length <= 0 or head > self.max_head or length > self.options.max_body:
             return -1
         body_end = i + length
-        # what llhttp's callbacks would do, in their order
         cdef const char* c = <const char*>s
+        if body_end <= n and not self.queue and not self.flags & _BUSY:
+            express = self.options.express
+            if express is not None and self._express(express, c, url_start, url_end, i, length):
+                return body_end
+        # what llhttp's callbacks would do, in their order
         self._message_begin()
         self._url(PyBytes_FromStringAndSize(c + url_start, url_end - url_start))
         for k in range(count):
@@ -489,6 +517,25 @@ cdef class FrontDoorBase:
         self._body(PyBytes_FromStringAndSize(c + i, length))
         self._message_complete()
         return body_end
+
+    cdef bint _express(self, express, const char* c, Py_ssize_t url_start, Py_ssize_t url_end,
+                       Py_ssize_t body_start, Py_ssize_t length) except -1:
+        """A whole plain request offered to ``options.express`` before any request object is
+        made: True when it took it (a signed trigger, done), and its answer is queued."""
+        cdef const char* mark = <const char*>memchr(c + url_start, b"?", url_end - url_start)
+        if mark == NULL:
+            return False  # (a signed request has a query)
+        # (the target's characters are ASCII: _URL_OK)
+        path = _ascii(c + url_start, mark - (c + url_start))
+        query = _ascii(mark + 1, c + url_end - mark - 1)
+        if not express(path, query, PyBytes_FromStringAndSize(c + body_start, length)):
+            return False
+        # what _headers_complete, _message_complete and _next do for its answer
+        self.flags = (self.flags & ~(_FIRST | _ARM_HEAD | _ARM_BODY)) | _ARM_IDLE
+        self.out.append(_EXPRESS_ANSWER)
+        if len(self.out) >= _OUT_BATCH:
+            self._flush()
+        return True
 
     def pause_writing(self) -> None:
         """asyncio: the write buffer is over its high-water mark: stop reading and answering."""
@@ -738,7 +785,10 @@ cdef class FrontDoorBase:
         if not self.flags & _READING or len(self.out) >= _OUT_BATCH:
             self._flush()  # (else data_received writes them all at the read's end)
         if not self.flags & (_BUSY | _IN_BODY | _CLOSING):
-            self._arm(self.options.idle_timeout)
+            if self.flags & _READING:
+                self.flags |= _ARM_IDLE  # (data_received moves the deadline once per read)
+            else:
+                self._arm(self.options.idle_timeout)
         self._update_reading()
 
     def _done(self, task: asyncio.Future[HttpResponse], *, request: HttpRequest) -> None:
@@ -769,15 +819,7 @@ cdef class FrontDoorBase:
                 and status == last[0] and ctype == last[1] and headers == last[2]):
             head_bytes = last[5]  # the same head as the last answer's
         else:
-            line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
-            extra = "".join([f"{k}: {v}\r\n" for k, v in headers]) if headers else ""
-            if not keep_alive:
-                extra += "Connection: close\r\n"
-            if status != 204:  # a 204 has no content, so no content headers
-                head = f"{line}Content-Type: {ctype}\r\nContent-Length: {n}\r\n{extra}\r\n"
-            else:
-                head = f"{line}{extra}\r\n"
-            head_bytes = head.encode("latin-1")
+            head_bytes = answer_head(status, ctype, headers, n, keep_alive)
             if plain:
                 _LAST = (status, ctype, list(headers), n, keep_alive, head_bytes)
         data = head_bytes + body

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..http.types import HttpHandler
     from ..router import Router
 
-__all__ = ["FrontDoorBase"]
+__all__ = ["EXPRESS_ANSWER", "FrontDoorBase", "answer_head"]
 
 log = logging.getLogger("soketi_impl.http")
 
@@ -37,6 +37,24 @@ _REASONS = {**REASONS, 408: "Request Timeout", 426: "Upgrade Required"}
 _STATUS_LINES = {status: f"HTTP/1.1 {status} {reason}\r\n" for status, reason in _REASONS.items()}
 _NO_HEADERS: dict[str, str] = {}
 _NO_OUT: list[bytes] = []  # shared by closed connections: nothing is appended once closing
+
+
+def answer_head(status: int, content_type: str, headers: list[tuple[str, str]], length: int, keep_alive: bool) -> bytes:
+    """The head of an answer as :meth:`FrontDoorBase._write` writes it."""
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
+    extra = "".join([f"{k}: {v}\r\n" for k, v in headers]) if headers else ""
+    if not keep_alive:
+        extra += "Connection: close\r\n"
+    if status != 204:  # a 204 has no content, so no content headers
+        head = f"{line}Content-Type: {content_type}\r\nContent-Length: {length}\r\n{extra}\r\n"
+    else:
+        head = f"{line}{extra}\r\n"
+    return head.encode("latin-1")
+
+
+#: The answer to a trigger done by ``options.express`` (TriggerPath.express): what
+#: HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")]) is written as.
+EXPRESS_ANSWER = answer_head(200, "application/json", [("Access-Control-Allow-Origin", "*")], 2, True) + b"{}"
 
 # The header names clients send, as they spell them, to their lower-cased str: one dict
 # lookup instead of a decode and a lower() per header. Fixed: other names are decoded.
@@ -70,7 +88,8 @@ _OVERFLOW = 128  # too many pipelined requests: answer the queued ones, then 429
 # request only moves it once, to the idle deadline after the answer.
 _ARM_HEAD = 256
 _ARM_BODY = 512
-_ARMS = _ARM_HEAD | _ARM_BODY
+_ARM_IDLE = 16384  # (and the idle deadline, once the read's answers are out)
+_ARMS = _ARM_HEAD | _ARM_BODY | _ARM_IDLE
 _IN_MESSAGE = 1024  # httptools is inside a request (from its first byte to its end)
 _SIMPLE_BODY = 4096  # a plain request's head was read here, its body is still coming
 _READING = 8192  # inside data_received: answers wait in ``out`` for one write at the read's end
@@ -203,7 +222,11 @@ class FrontDoorBase:
             self.flags = flags & ~_ARMS
             if not flags & _CLOSING:
                 opts = self.options
-                self._arm(opts.body_timeout if flags & _ARM_BODY else opts.head_timeout)
+                self._arm(
+                    opts.body_timeout if flags & _ARM_BODY
+                    else opts.head_timeout if flags & _ARM_HEAD
+                    else opts.idle_timeout
+                )
         if self.queue:
             self._update_reading()
 
@@ -278,6 +301,10 @@ class FrontDoorBase:
             i = end + 2
         if length <= 0 or head > self.options.max_head or length > self.options.max_body:
             return -1
+        if i + length <= n and not self.queue and not self.flags & _BUSY:
+            express = self.options.express
+            if express is not None and self._express(express, url, data[i : i + length]):
+                return i + length
         # what llhttp's callbacks would do, in their order
         self.on_message_begin()
         self.on_url(url)
@@ -295,6 +322,22 @@ class FrontDoorBase:
         self.on_body(data[i : i + length])
         self.on_message_complete()
         return i + length
+
+    def _express(self, express: Callable[[str, str, bytes], bool], url: bytes, body: bytes) -> bool:
+        """A whole plain request offered to ``options.express`` before any request object is
+        made: True when it took it (a signed trigger, done), and its answer is queued."""
+        path, mark, query = url.partition(b"?")
+        if not mark:
+            return False  # (a signed request has a query)
+        # (the target's characters are ASCII: _REQUEST_LINE)
+        if not express(path.decode("ascii"), query.decode("ascii"), body):
+            return False
+        # what _headers_complete, _message_complete and _next do for its answer
+        self.flags = (self.flags & ~(_FIRST | _ARM_HEAD | _ARM_BODY)) | _ARM_IDLE
+        self.out.append(EXPRESS_ANSWER)
+        if len(self.out) >= _OUT_BATCH:
+            self._flush()
+        return True
 
     def pause_writing(self) -> None:
         """asyncio: the write buffer is over its high-water mark: stop reading and answering."""
@@ -513,7 +556,10 @@ class FrontDoorBase:
         if not self.flags & _READING or len(self.out) >= _OUT_BATCH:
             self._flush()  # (else data_received writes them all at the read's end)
         if not self.flags & (_BUSY | _IN_BODY | _CLOSING):
-            self._arm(self.options.idle_timeout)
+            if self.flags & _READING:
+                self.flags |= _ARM_IDLE  # (data_received moves the deadline once per read)
+            else:
+                self._arm(self.options.idle_timeout)
         self._update_reading()
 
     def _done(self, task: asyncio.Future[HttpResponse], *, request: HttpRequest) -> None:
@@ -532,17 +578,8 @@ class FrontDoorBase:
 
     def _write(self, response: HttpResponse, keep_alive: bool) -> int:
         """Queue one response (:meth:`_flush` writes what is queued); returns its size."""
-        status = response.status
         body = response.body
-        line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
-        extra = "".join([f"{k}: {v}\r\n" for k, v in response.headers]) if response.headers else ""
-        if not keep_alive:
-            extra += "Connection: close\r\n"
-        if status != 204:  # a 204 has no content, so no content headers
-            head = f"{line}Content-Type: {response.content_type}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
-        else:
-            head = f"{line}{extra}\r\n"
-        data = head.encode("latin-1") + body
+        data = answer_head(response.status, response.content_type, response.headers, len(body), keep_alive) + body
         self.out.append(data)
         if not keep_alive:
             self.flags |= _CLOSE_AFTER

@@ -417,15 +417,18 @@ cdef class TriggerPath:
     cdef object _app(self, request):
         if request.method != "POST":
             return None
-        routed = self._route(request.path)
+        return self._app_at(request.path)
+
+    cdef object _app_at(self, str path):
+        routed = self._route(path)
         if routed is None or (<tuple>routed)[0] is not self.handler:
             return None
         if self.pusher.app_manager is not None:
             return None
         return (<dict>self.apps).get((<dict>(<tuple>routed)[1]).get("app_id", ""))
 
-    cdef tuple _params(self, request, cfg):
-        cdef tuple found = _sdk_query(request.query)
+    cdef tuple _params(self, str query, cfg):
+        cdef tuple found = _sdk_query(query)
         cdef str stamp
         cdef const char* text
         cdef Py_ssize_t n, i
@@ -457,7 +460,7 @@ cdef class TriggerPath:
         app = self._app(request)
         if app is None:
             return False
-        params = self._params(request, app.config)
+        params = self._params(request.query, app.config)
         if params is None:
             return False
         self._request_of = request
@@ -467,16 +470,8 @@ cdef class TriggerPath:
 
     def handle(self, request):
         """The answer to ``request`` when it is a trigger of the common case; None: nothing was done."""
-        cdef dict item
         cdef tuple params
-        cdef str query, path, signature, md5
         cdef bint checked
-        cdef char hexd[32]
-        cdef uint8_t digest[32]
-        cdef Py_ssize_t md5_len, sig_len
-        cdef const char* md5_text
-        cdef const char* sig_text
-        cdef uint8_t given[32]
         if self._declined is request:
             self._declined = None
             return None
@@ -497,14 +492,62 @@ cdef class TriggerPath:
         if not cfg.enabled:
             return None
         if not checked:
-            params = self._params(request, cfg)
+            params = self._params(request.query, cfg)
         if params is None:
             return None
+        if type(body) is not bytes:
+            body = bytes(body)  # (a body read in several chunks is a bytearray)
+        done = self._trigger(app, params, request.path, <bytes>body)
+        if done is None:
+            return None
+        api = self.api
+        if done is not True:
+            return api._finish(request, app, error_response(done))
+        # HttpResponse(200, b"{}"), its fields set here (the dataclass's __init__ is Python)
+        response = _new_response(HttpResponse)
+        response.status = 200
+        response.body = b"{}"
+        response.content_type = "application/json"
+        response.headers = []
+        cors = api.cors
+        if cors._any:
+            response.headers.append(_ANY_ORIGIN)
+            return response
+        return cors.decorate(request, response)
+
+    def express(self, str path, str query, bytes body):
+        """A whole request ``POST path?query`` with ``body``, from a host that has not made
+        an :class:`HttpRequest` of it: True when it was a trigger of the common case, done
+        and to be answered ``200 {}`` with ``Access-Control-Allow-Origin: *`` (the answer
+        :meth:`handle` gives it); False: nothing was done, take the general way."""
+        if not body or not self.api.cors._any:
+            return False
+        app = self._app_at(path)
+        if app is None:
+            return False
+        cfg = app.config
+        if not cfg.enabled:
+            return False
+        params = self._params(query, cfg)
+        if params is None:
+            return False
+        return self._trigger(app, params, path, body) is True
+
+    cdef object _trigger(self, app, tuple params, str path, bytes body):
+        """The signature checks and the trigger: True when it was done; an ApiError
+        when the general path refuses it (nothing done); None: not the common case."""
+        cdef dict item
+        cdef str query, signature, md5
+        cdef char hexd[32]
+        cdef uint8_t digest[32]
+        cdef Py_ssize_t md5_len, sig_len
+        cdef const char* md5_text
+        cdef const char* sig_text
+        cdef uint8_t given[32]
+        cfg = app.config
         query, signature, md5 = params
         # body_md5, then the signature (signing.check_api_signature), hashed here
         md5_text = PyUnicode_AsUTF8AndSize(md5, &md5_len)  # (ASCII: sdk_query read it)
-        if type(body) is not bytes:
-            body = bytes(body)  # (a body read in several chunks is a bytearray)
         _md5_hex(<const uint8_t*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), hexd)
         if md5_len != 32 or not _same(md5_text, hexd, 32):
             return None
@@ -520,11 +563,11 @@ cdef class TriggerPath:
                 self._keys.clear()  # rebuilt on use: a few hundred instructions per app
             states = self._keys[secret] = _hmac_states(secret.encode())
         api = self.api
-        routed = self._route(request.path)
+        routed = self._route(path)
         if routed is None:
             return None
-        for path in (<tuple>routed)[2]:
-            msg = f"POST\n{path}\n{query}".encode("utf-8", "surrogatepass")
+        for signed_path in (<tuple>routed)[2]:
+            msg = f"POST\n{signed_path}\n{query}".encode("utf-8", "surrogatepass")
             self._sign(states, <const uint8_t*>PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), digest)
             if _same(<const char*>digest, <const char*>given, 32):
                 break
@@ -550,7 +593,7 @@ cdef class TriggerPath:
             if limit >= 0:
                 api.rates.take(cfg.id, _EVENTS_WHAT, len(event.channels), limit)
         except ApiError as exc:
-            return api._finish(request, app, error_response(exc))
+            return exc  # (a refused trigger costs nothing: see http/rates.py)
         name = event.name
         data = event.data
         socket_id = event.socket_id
@@ -566,14 +609,4 @@ cdef class TriggerPath:
             stats.http_calls += 1
             stats.http_bytes_received += len(body)
             stats.http_bytes_sent += 2
-        # HttpResponse(200, b"{}"), its fields set here (the dataclass's __init__ is Python)
-        response = _new_response(HttpResponse)
-        response.status = 200
-        response.body = b"{}"
-        response.content_type = "application/json"
-        response.headers = []
-        cors = api.cors
-        if cors._any:
-            response.headers.append(_ANY_ORIGIN)
-            return response
-        return cors.decorate(request, response)
+        return True

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -245,21 +245,25 @@ class TriggerPath:
         """The request's app, when it is a trigger to an app in memory; else None."""
         if request.method != "POST":
             return None
+        return self._app_at(request.path)
+
+    def _app_at(self, path: str) -> Any:
+        """The app of a ``POST`` to ``path``, when it is a trigger to an app in memory; else None."""
         api = self.api
         if api._routed_by is not api.routes:
             return None
-        routed = api._routed.get(("POST", request.path))
+        routed = api._routed.get(("POST", path))
         if routed is None or routed[0] is not self.handler:
             return None
         if self.pusher.app_manager is not None:
             return None
         return self.apps.get(routed[1].get("app_id", ""))
 
-    def _params(self, request: HttpRequest, cfg: AppConfig) -> tuple[str, str, str] | None:
+    def _params(self, query: str, cfg: AppConfig) -> tuple[str, str, str] | None:
         """``(signed query, auth_signature, body_md5)`` when the query is in the SDKs' form
         (:func:`sdk_query`) and :func:`~soketi_impl.signing.check_api_head` accepts it for
         a request with a body; else None."""
-        found = sdk_query(request.query)
+        found = sdk_query(query)
         if found is None:
             return None
         signed, key, signature, stamp, version, md5 = found
@@ -283,7 +287,7 @@ class TriggerPath:
         app = self._app(request)
         if app is None:
             return False
-        params = self._params(request, app.config)
+        params = self._params(request.query, app.config)
         if params is None:
             return False
         self._request_of = request
@@ -310,9 +314,46 @@ class TriggerPath:
         if not cfg.enabled:
             return None
         if not checked:
-            params = self._params(request, cfg)
+            params = self._params(request.query, cfg)
         if params is None:
             return None
+        done = self._trigger(app, params, request.path, bytes(body))
+        if done is None:
+            return None
+        api = self.api
+        if done is not True:
+            answer: HttpResponse = api._finish(request, app, error_response(done))
+            return answer
+        response = HttpResponse(200, b"{}")
+        cors = api.cors
+        if cors._any:
+            response.headers.append(_ANY_ORIGIN)
+            return response
+        decorated: HttpResponse = cors.decorate(request, response)
+        return decorated
+
+    def express(self, path: str, query: str, body: bytes) -> bool:
+        """A whole request ``POST path?query`` with ``body``, from a host that has not made
+        an :class:`HttpRequest` of it: True when it was a trigger of the common case, done
+        and to be answered ``200 {}`` with ``Access-Control-Allow-Origin: *`` (the answer
+        :meth:`handle` gives it); False: nothing was done, take the general way."""
+        if not body or not self.api.cors._any:
+            return False
+        app = self._app_at(path)
+        if app is None:
+            return False
+        cfg = app.config
+        if not cfg.enabled:
+            return False
+        params = self._params(query, cfg)
+        if params is None:
+            return False
+        return self._trigger(app, params, path, body) is True
+
+    def _trigger(self, app: Any, params: tuple[str, str, str], path: str, body: bytes) -> Literal[True] | ApiError | None:
+        """The signature checks and the trigger: True when it was done; an ApiError
+        when the general path refuses it (nothing done); None: not the common case."""
+        cfg = app.config
         query, signature, md5 = params
         # body_md5, then the signature (signing.check_api_signature)
         if not _compare(md5, _md5(body).hexdigest()):  # (both ASCII: sdk_query read them)
@@ -325,8 +366,11 @@ class TriggerPath:
         mac = api._macs.get(cfg.secret)
         if mac is None:
             mac = api._macs[cfg.secret] = HmacSha256(cfg.secret.encode())
-        for path in api._routed[("POST", request.path)][2]:
-            if _compare(mac.digest(f"POST\n{path}\n{query}".encode("utf-8", "surrogatepass")), given):
+        routed = api._routed.get(("POST", path))
+        if routed is None:
+            return None
+        for signed_path in routed[2]:
+            if _compare(mac.digest(f"POST\n{signed_path}\n{query}".encode("utf-8", "surrogatepass")), given):
                 break
         else:
             return None
@@ -347,7 +391,7 @@ class TriggerPath:
             if limit >= 0:
                 api.rates.take(cfg.id, _EVENTS_WHAT, len(event.channels), limit)
         except ApiError as exc:
-            return api._finish(request, app, error_response(exc))
+            return exc  # (a refused trigger costs nothing: see http/rates.py)
         name, data, socket_id = event.name, event.data, event.socket_id
         for channel in event.channels:
             self._publish(app, channel, name, data, socket_id)
@@ -356,9 +400,4 @@ class TriggerPath:
         stats.http_calls += 1
         stats.http_bytes_received += len(body)
         stats.http_bytes_sent += 2
-        response = HttpResponse(200, b"{}")
-        cors = api.cors
-        if cors._any:
-            response.headers.append(_ANY_ORIGIN)
-            return response
-        return cors.decorate(request, response)
+        return True
