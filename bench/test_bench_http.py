@@ -5,6 +5,8 @@ Run: ``PYTHONPATH=src pytest bench/test_bench_http.py -n 0 --benchmark-enable``
 - ``signature``: :func:`~soketi_impl.signing.check_api_request` of a signed trigger
   (query parse + HMAC + MD5), with the app's prepared :class:`HmacSha256`;
 - ``signature_plain``: the same with the secret as a str (the key set up per call);
+- ``hmac_sha256[portable|sha-ni]``: the compiled twin's ``hmac_sha256(key, 140-byte message)``
+  with each SHA-256 block function of csrc/soketi_digest.h (sha-ni where the CPU has it);
 - ``parse``: JSON body -> validated :class:`EventRequest`;
 - ``check_head``: :meth:`HttpApi.check_head` of that request (route, app, auth parameters);
 - ``check_head_then_handle``: both, as a host that answers from the head calls them;
@@ -21,9 +23,11 @@ import asyncio
 import collections
 import hashlib
 import hmac
+import importlib
 import json
 import time
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import httptools
@@ -37,6 +41,11 @@ from soketi_impl.http.types import HttpRequest
 from soketi_impl.pusher.server import PusherServer
 from soketi_impl.signing import HmacSha256, check_api_request
 from soketi_impl.twins._fanout import Sink
+
+try:
+    _trigger_c: ModuleType | None = importlib.import_module("soketi_impl.twins._trigger_c")
+except ImportError:  # the pure build
+    _trigger_c = None
 
 APP_ID, APP_KEY, APP_SECRET = "1234", "app-key", "app-secret"
 
@@ -96,6 +105,31 @@ def test_signature_plain(benchmark: Any) -> None:
         )
 
     benchmark(run)
+
+
+@pytest.mark.skipif(_trigger_c is None, reason="the compiled twin is not built")
+@pytest.mark.parametrize(
+    "impl",
+    [
+        "portable",
+        pytest.param(
+            "sha-ni",
+            marks=pytest.mark.skipif(
+                _trigger_c is None or _trigger_c.sha256_impl() != "sha-ni",
+                reason="this CPU has no SHA extensions",
+            ),
+        ),
+    ],
+)
+def test_hmac_sha256(benchmark: Any, impl: str) -> None:
+    assert _trigger_c is not None
+    key, msg = APP_SECRET.encode(), b"m" * 140  # a signed trigger's text; 6 blocks: 2 key, 3 inner, 1 outer
+    _trigger_c._use_portable_sha256(impl == "portable")
+    try:
+        assert _trigger_c.sha256_impl() == impl
+        assert benchmark(_trigger_c.hmac_sha256, key, msg) == hmac.digest(key, msg, "sha256")
+    finally:
+        _trigger_c._use_portable_sha256(False)
 
 
 def test_check_head(benchmark: Any, api: HttpApi) -> None:

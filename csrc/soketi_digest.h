@@ -1,10 +1,21 @@
-/* MD5 (RFC 1321) and SHA-256 (FIPS 180-4) block functions, unrolled.
+/* MD5 (RFC 1321) and SHA-256 (FIPS 180-4) block functions.
  *
  * The two hashes of every signed HTTP API request (body_md5, the HMAC-SHA256
  * signature), used by src/soketi_impl/twins/_trigger_c.pyx, which does the padding,
  * HMAC and hex around them. Checked against hashlib by tests/test_trigger_twins.py.
  * Written from the two specifications; the loops are unrolled so that the compiler
  * keeps the working variables in registers (about twice as fast as the plain loop).
+ *
+ * SHA-256 has two block functions: sk_sha256_block_portable (plain C, any platform)
+ * and, on x86/x86-64 with GCC or Clang, sk_sha256_block_shani, written from Intel's
+ * description of the SHA extensions (SHA256RNDS2, SHA256MSG1, SHA256MSG2) and
+ * compiled for that target alone (a function attribute: no global compiler flag).
+ * sk_sha256_block calls through a function pointer that picks one of them once, at
+ * the first call or at sk_sha256_init() (the module's import): the SHA-NI one when
+ * the CPU says it has SHA, SSE4.1 and SSSE3 (CPUID; under valgrind, whose CPUID does
+ * not show SHA, that is the portable one), else the portable one. Elsewhere (aarch64,
+ * other compilers) only the portable one is compiled and sk_sha256_block is it.
+ * sk_sha256_use_portable() lets the tests run both (tests/test_trigger_twins.py).
  */
 #ifndef SOKETI_DIGEST_H
 #define SOKETI_DIGEST_H
@@ -52,8 +63,8 @@ static const uint32_t sk_k256[64] = {
         (h) = t1_ + t2_; \
     } while (0)
 
-/* Add one 64-byte block ``p`` to the state ``st`` (8 words). */
-static void sk_sha256_block(uint32_t *st, const uint8_t *p)
+/* Add one 64-byte block ``p`` to the state ``st`` (8 words: H0..H7). */
+static void sk_sha256_block_portable(uint32_t *st, const uint8_t *p)
 {
     uint32_t w[64];
     uint32_t a, b, c, d, e, f, g, h;
@@ -76,6 +87,148 @@ static void sk_sha256_block(uint32_t *st, const uint8_t *p)
     st[0] += a; st[1] += b; st[2] += c; st[3] += d;
     st[4] += e; st[5] += f; st[6] += g; st[7] += h;
 }
+
+/* ---- SHA-256 with the SHA extensions, and the choice between the two ---- */
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define SK_SHA256_HAVE_SHANI 1
+#include <immintrin.h>
+#include <cpuid.h>
+
+#define SK_SHANI_TARGET __attribute__((target("sha,sse4.1,ssse3")))
+
+/* Four rounds: ``m`` holds W[4i..4i+3]. SHA256RNDS2 does two rounds with the state
+ * split in two registers, (A, B, E, F) and (C, D, G, H) from the high lane down, and
+ * W+K of the two rounds in the low 64 bits of its third operand; it returns the new
+ * (A, B, E, F), the old one being the new (C, D, G, H). So the two registers swap
+ * roles at each call and are back in place after two. */
+#define SK_NI_QUAD(m, i) do { \
+        __m128i wk_ = _mm_add_epi32((m), _mm_loadu_si128((const __m128i *)(sk_k256 + 4 * (i)))); \
+        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk_); \
+        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(wk_, 0x0E)); \
+    } while (0)
+
+/* The next four message words in place of ``m0`` (W[t-16..t-13]): SHA256MSG1 adds
+ * sigma0 of W[t-15..t-12], the W[t-7..t-4] are added from m2 and m3, and SHA256MSG2
+ * adds sigma1 of W[t-2], W[t-1] (in m3) and of the two words it has just made. */
+#define SK_NI_NEXT(m0, m1, m2, m3) \
+    (m0) = _mm_sha256msg2_epu32( \
+        _mm_add_epi32(_mm_sha256msg1_epu32((m0), (m1)), _mm_alignr_epi8((m3), (m2), 4)), (m3))
+
+/* As sk_sha256_block_portable, with the SHA extensions (the caller checks the CPU). */
+SK_SHANI_TARGET static void sk_sha256_block_shani(uint32_t *st, const uint8_t *p)
+{
+    /* bytes 3, 2, 1, 0 of each 32-bit lane: the big-endian words of the block */
+    const __m128i bswap = _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3);
+    __m128i lo = _mm_loadu_si128((const __m128i *)st);        /* lanes 0..3: A B C D */
+    __m128i hi = _mm_loadu_si128((const __m128i *)(st + 4));  /* E F G H */
+    __m128i t = _mm_shuffle_epi32(lo, 0xB1);                   /* B A D C */
+    __m128i u = _mm_shuffle_epi32(hi, 0x1B);                   /* H G F E */
+    __m128i abef = _mm_alignr_epi8(t, u, 8);                   /* F E B A */
+    __m128i cdgh = _mm_blend_epi16(u, t, 0xF0);                /* H G D C */
+    __m128i abef0 = abef, cdgh0 = cdgh;
+    __m128i m0 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)p), bswap);
+    __m128i m1 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16)), bswap);
+    __m128i m2 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 32)), bswap);
+    __m128i m3 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 48)), bswap);
+    int i;
+    SK_NI_QUAD(m0, 0);
+    SK_NI_QUAD(m1, 1);
+    SK_NI_QUAD(m2, 2);
+    SK_NI_QUAD(m3, 3);
+    for (i = 4; i < 16; i += 4) {
+        SK_NI_NEXT(m0, m1, m2, m3);
+        SK_NI_QUAD(m0, i);
+        SK_NI_NEXT(m1, m2, m3, m0);
+        SK_NI_QUAD(m1, i + 1);
+        SK_NI_NEXT(m2, m3, m0, m1);
+        SK_NI_QUAD(m2, i + 2);
+        SK_NI_NEXT(m3, m0, m1, m2);
+        SK_NI_QUAD(m3, i + 3);
+    }
+    abef = _mm_add_epi32(abef, abef0);
+    cdgh = _mm_add_epi32(cdgh, cdgh0);
+    t = _mm_shuffle_epi32(abef, 0x1B);                         /* A B E F */
+    u = _mm_shuffle_epi32(cdgh, 0xB1);                         /* G H C D */
+    _mm_storeu_si128((__m128i *)st, _mm_blend_epi16(t, u, 0xF0));        /* A B C D */
+    _mm_storeu_si128((__m128i *)(st + 4), _mm_alignr_epi8(u, t, 8));     /* E F G H */
+}
+
+/* CPUID leaf 1 (ECX: SSSE3 bit 9, SSE4.1 bit 19) and leaf 7 (EBX: SHA bit 29). */
+static inline int sk_cpuid_has_shani(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 9)) || !(c & (1u << 19)))
+        return 0;
+    if (__get_cpuid_max(0, 0) < 7)
+        return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b & (1u << 29)) != 0;
+}
+
+static int sk_cpu_has_shani(void)
+{
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+    /* GCC knows "sha" from 11 on; Clang only recently: CPUID itself there */
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1")
+        && __builtin_cpu_supports("ssse3");
+#else
+    return sk_cpuid_has_shani();
+#endif
+}
+
+typedef void (*sk_sha256_block_fn)(uint32_t *st, const uint8_t *p);
+static void sk_sha256_block_first(uint32_t *st, const uint8_t *p);
+/* the block function in use; the first call (or sk_sha256_init) sets it */
+static sk_sha256_block_fn sk_sha256_block_impl = sk_sha256_block_first;
+
+/* The best block function for this CPU, set once; 1 when it is the SHA-NI one. */
+static int sk_sha256_init(void)
+{
+    sk_sha256_block_impl = sk_cpu_has_shani() ? sk_sha256_block_shani : sk_sha256_block_portable;
+    return sk_sha256_block_impl == sk_sha256_block_shani;
+}
+
+static void sk_sha256_block_first(uint32_t *st, const uint8_t *p)
+{
+    sk_sha256_init();
+    sk_sha256_block_impl(st, p);
+}
+
+/* Add one 64-byte block ``p`` to the state ``st`` (8 words: H0..H7). */
+static inline void sk_sha256_block(uint32_t *st, const uint8_t *p)
+{
+    sk_sha256_block_impl(st, p);
+}
+
+/* 1 when the SHA-NI block function is in use (after the first block or sk_sha256_init). */
+static inline int sk_sha256_is_shani(void)
+{
+    return sk_sha256_block_impl == sk_sha256_block_shani;
+}
+
+/* For the tests: the portable function (flag 1), or back to the best one (flag 0). */
+static inline void sk_sha256_use_portable(int flag)
+{
+    if (flag)
+        sk_sha256_block_impl = sk_sha256_block_portable;
+    else
+        sk_sha256_init();
+}
+
+#else /* not x86 with GCC/Clang: the portable function only */
+
+static inline void sk_sha256_block(uint32_t *st, const uint8_t *p)
+{
+    sk_sha256_block_portable(st, p);
+}
+
+static inline int sk_sha256_init(void) { return 0; }
+static inline int sk_sha256_is_shani(void) { return 0; }
+static inline void sk_sha256_use_portable(int flag) { (void)flag; }
+
+#endif
 
 /* ---- MD5 ---- */
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import importlib
 import json
 from collections import deque
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -71,26 +73,73 @@ def test_sdk_query_compiled_answers_as_the_pure_one(query: str) -> None:
 
 # ---------------------------------------------------------------- the hashes
 
+_has_shani = _trigger_c is not None and _trigger_c.sha256_impl() == "sha-ni"
+# the SHA-256 block function: the portable C one, and the SHA extensions' where the CPU has them
+_sha256_impls = [
+    "portable",
+    pytest.param(
+        "sha-ni", marks=pytest.mark.skipif(not _has_shani, reason="this CPU (or valgrind) has no SHA extensions")
+    ),
+]
+
+
+@pytest.fixture
+def sha256_impl(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The compiled twin with the block function ``request.param``, the best one again after."""
+    assert _trigger_c is not None
+    _trigger_c._use_portable_sha256(request.param == "portable")
+    assert _trigger_c.sha256_impl() == request.param
+    try:
+        yield request.param
+    finally:
+        _trigger_c._use_portable_sha256(False)
+
 
 @needs_c
-@settings(max_examples=2000, deadline=None)
+@pytest.mark.parametrize("sha256_impl", _sha256_impls, indirect=True)
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=300), st.one_of(st.binary(max_size=8), st.binary(min_size=60, max_size=140)))
-def test_hashes_compiled_answer_as_hashlib(data: bytes, key: bytes) -> None:
+def test_hashes_compiled_answer_as_hashlib(sha256_impl: str, data: bytes, key: bytes) -> None:
     # sizes around the block (64) and padding (56) boundaries come up often in 0..300
     assert _trigger_c is not None
     assert _trigger_c.md5_hex(data) == _trigger_py.md5_hex(data) == hashlib.md5(data).hexdigest()
     assert _trigger_c.hmac_sha256(key, data) == _trigger_py.hmac_sha256(key, data)
+    assert _trigger_c.hmac_sha256(key, data) == hmac.digest(key, data, "sha256")
 
 
 @needs_c
+@pytest.mark.parametrize("sha256_impl", _sha256_impls, indirect=True)
+def test_hmac_every_length_to_300(sha256_impl: str) -> None:
+    # 0..300 bytes: one to six blocks, the length in the last block or in one of its own
+    assert _trigger_c is not None
+    data = bytes(range(256)) + bytes(range(255, -1, -1))
+    for n in range(301):
+        msg = data[n % 7 : n % 7 + n]
+        for key in (b"", b"secret", b"k" * 64, b"k" * 65):
+            assert _trigger_c.hmac_sha256(key, msg) == hmac.digest(key, msg, "sha256"), (n, key)
+
+
+@needs_c
+@pytest.mark.parametrize("sha256_impl", _sha256_impls, indirect=True)
 @pytest.mark.parametrize("n", [0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 1000])
-def test_hashes_at_the_block_boundaries(n: int) -> None:
+def test_hashes_at_the_block_boundaries(sha256_impl: str, n: int) -> None:
     assert _trigger_c is not None
     data = bytes(range(256)) * 4
     data = data[:n]
     assert _trigger_c.md5_hex(data) == hashlib.md5(data).hexdigest()
     for key in (b"", b"k" * 64, b"k" * 65):
         assert _trigger_c.hmac_sha256(key, data) == _trigger_py.hmac_sha256(key, data)
+
+
+@needs_c
+def test_sha256_impl_is_chosen_once_at_import() -> None:
+    assert _trigger_c is not None
+    best = _trigger_c.sha256_impl()
+    assert best in ("sha-ni", "portable")
+    _trigger_c._use_portable_sha256(True)
+    assert _trigger_c.sha256_impl() == "portable"
+    _trigger_c._use_portable_sha256(False)
+    assert _trigger_c.sha256_impl() == best
 
 
 # ---------------------------------------------------------------- parse_event

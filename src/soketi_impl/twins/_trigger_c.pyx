@@ -163,6 +163,23 @@ def parse_event(item, cfg, *, batch_index=None):
 cdef extern from "soketi_digest.h":
     void sk_sha256_block(uint32_t* st, const uint8_t* p) noexcept nogil
     void sk_md5_block(uint32_t* st, const uint8_t* p) noexcept nogil
+    int sk_sha256_init() noexcept nogil
+    int sk_sha256_is_shani() noexcept nogil
+    void sk_sha256_use_portable(int flag) noexcept nogil
+
+# The SHA-256 block function for this CPU, chosen once: the SHA extensions' when the
+# CPU has them (not under valgrind, whose CPUID hides them), else the portable one.
+sk_sha256_init()
+
+
+def sha256_impl():
+    """The SHA-256 block function in use: ``"sha-ni"`` or ``"portable"``."""
+    return "sha-ni" if sk_sha256_is_shani() else "portable"
+
+
+def _use_portable_sha256(bint flag):
+    """Tests only: the portable block function (``True``), or the best one for this CPU."""
+    sk_sha256_use_portable(flag)
 
 cdef uint32_t[8] _SHA256_IV = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
