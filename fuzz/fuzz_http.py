@@ -86,6 +86,7 @@ service._api_object.clock = lambda: float(NOW)  # the seeds' timestamps stay fre
 options = FrontDoorOptions(max_body=64 * 1024, max_pipeline=8)
 # as the server wires them: the signed trigger's fast path first (twins/_trigger)
 handle_http, check_http_head = service.http_entry_points()
+options.express = service.http_express()  # (a whole signed trigger, no request object)
 
 
 async def _feed(data: bytes) -> FakeTransport:

@@ -419,3 +419,25 @@ def test_express_takes_whole_plain_requests_before_any_request_object(
         assert len(offered) == 3 and [s[0] for s in seen][-2:] == ["head", "POST"]
 
     loop.run_until_complete(run())
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=pytest.mark.skipif(
+    _module("c") is None, reason="the compiled twin is not built"))])
+def test_an_express_that_fails_is_answered_500_and_the_connection_goes_on(
+    loop: asyncio.AbstractEventLoop, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def express(path: str, query: str, body: bytes) -> bool:
+        if body == b"{}":
+            raise RuntimeError("boom")
+        return False
+
+    async def run() -> None:
+        door, transport, seen = _door(kind, True)
+        door.options.express = express
+        request = _head(headers=((b"Content-Length", b"2"),))
+        door.data_received(request + b"{}" + request + b"[]")
+        out = b"".join(transport.out)
+        assert out.startswith(b"HTTP/1.1 500 Internal Server Error\r\n") and out.count(b"HTTP/1.1 200 OK") == 1
+        assert [s[0] for s in seen] == ["head", "POST"] and "events" in caplog.text and "boom" in caplog.text
+
+    loop.run_until_complete(run())

@@ -111,6 +111,7 @@ cpdef bytes answer_head(status, str content_type, list headers, Py_ssize_t lengt
 #: HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")]) is written as.
 EXPRESS_ANSWER = answer_head(200, "application/json", [("Access-Control-Allow-Origin", "*")], 2, True) + b"{}"
 cdef bytes _EXPRESS_ANSWER = EXPRESS_ANSWER
+cdef bytes _FAILED = b'{"error":"Internal server error"}'
 
 
 cdef bint _plain(list headers):
@@ -528,11 +529,16 @@ cdef class FrontDoorBase:
         # (the target's characters are ASCII: _URL_OK)
         path = _ascii(c + url_start, mark - (c + url_start))
         query = _ascii(mark + 1, c + url_end - mark - 1)
-        if not express(path, query, PyBytes_FromStringAndSize(c + body_start, length)):
-            return False
+        try:
+            if not express(path, query, PyBytes_FromStringAndSize(c + body_start, length)):
+                return False
+            answer = _EXPRESS_ANSWER
+        except Exception:  # (what it did stays done: answered as _next answers a handler's failure)
+            log.exception("HTTP handler failed on POST %s", path)
+            answer = answer_head(500, "application/json", [], len(_FAILED), True) + _FAILED
         # what _headers_complete, _message_complete and _next do for its answer
         self.flags = (self.flags & ~(_FIRST | _ARM_HEAD | _ARM_BODY)) | _ARM_IDLE
-        self.out.append(_EXPRESS_ANSWER)
+        self.out.append(answer)
         if len(self.out) >= _OUT_BATCH:
             self._flush()
         return True

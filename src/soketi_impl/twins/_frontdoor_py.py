@@ -55,6 +55,7 @@ def answer_head(status: int, content_type: str, headers: list[tuple[str, str]], 
 #: The answer to a trigger done by ``options.express`` (TriggerPath.express): what
 #: HttpResponse(200, b"{}", headers=[("Access-Control-Allow-Origin", "*")]) is written as.
 EXPRESS_ANSWER = answer_head(200, "application/json", [("Access-Control-Allow-Origin", "*")], 2, True) + b"{}"
+_FAILED = b'{"error":"Internal server error"}'
 
 # The header names clients send, as they spell them, to their lower-cased str: one dict
 # lookup instead of a decode and a lower() per header. Fixed: other names are decoded.
@@ -330,11 +331,16 @@ class FrontDoorBase:
         if not mark:
             return False  # (a signed request has a query)
         # (the target's characters are ASCII: _REQUEST_LINE)
-        if not express(path.decode("ascii"), query.decode("ascii"), body):
-            return False
+        try:
+            if not express(path.decode("ascii"), query.decode("ascii"), body):
+                return False
+            answer = EXPRESS_ANSWER
+        except Exception:  # (what it did stays done: answered as _next answers a handler's failure)
+            log.exception("HTTP handler failed on POST %s", path.decode("ascii"))
+            answer = answer_head(500, "application/json", [], len(_FAILED), True) + _FAILED
         # what _headers_complete, _message_complete and _next do for its answer
         self.flags = (self.flags & ~(_FIRST | _ARM_HEAD | _ARM_BODY)) | _ARM_IDLE
-        self.out.append(EXPRESS_ANSWER)
+        self.out.append(answer)
         if len(self.out) >= _OUT_BATCH:
             self._flush()
         return True
