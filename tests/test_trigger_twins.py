@@ -387,3 +387,80 @@ def test_express_takes_the_sdk_requests_and_nothing_else(loop: asyncio.AbstractE
         assert side.api.fast.express(*good) is False  # type: ignore[union-attr]
 
     loop.run_until_complete(run())
+
+
+def _frontdoor(kind: str) -> Any:
+    return importlib.import_module(f"soketi_impl.twins._frontdoor_{kind}")
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.out.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _wire(side: _Side, kind: str, express: bool) -> tuple[Any, _Transport]:
+    from soketi_impl.hosts.picows import FrontDoorOptions
+    from soketi_impl.router import Router
+
+    options = FrontDoorOptions(max_pipeline=8)
+    options.express = side.express if express else None
+    door = _frontdoor(kind).FrontDoorBase(Router(), side.handle, options, lambda: "1.1", side.check)
+    transport = _Transport()
+    door.connection_made(transport)
+    return door, transport
+
+
+def _wire_request(path: str, query: str, body: bytes) -> bytes:
+    return (f"POST {path}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@pytest.mark.parametrize("kind", ["py", pytest.param("c", marks=needs_c)])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(st.tuples(_event, _mutation), min_size=1, max_size=4),
+       cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=4))
+def test_a_front_door_with_express_answers_as_one_without(
+    loop: asyncio.AbstractEventLoop, kind: str, events: list[tuple[dict[str, Any], str]], cuts: list[int]
+) -> None:
+    """The same pipelined triggers, cut into reads anywhere, through a front door that
+    offers whole requests to express and through one that does not: the same bytes
+    answered, the same frames delivered, the same counters."""
+    stream = b"".join(_wire_request(*_request(event, mutation)) for event, mutation in events)
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)]) if b > a]
+
+    async def run(express: bool) -> Any:
+        side = _Side(kind, express=True)
+        door, transport = _wire(side, kind, express)
+        door.simple = True
+        for chunk in chunks:
+            door.data_received(chunk)
+            side.outbox.flush()
+        return (b"".join(transport.out), list(side.frames), side.stats.http_calls,
+                side.stats.http_bytes_received, side.stats.http_bytes_sent)
+
+    assert loop.run_until_complete(run(True)) == loop.run_until_complete(run(False))
