@@ -1,8 +1,10 @@
 """What the one-port front door costs the WebSocket path: handshakes and round trips.
 
-Two servers with the very same picows listener and a minimal Pusher router (greet,
-answer ``pusher:ping``): one behind our ``FrontDoor`` (httptools reads the head, then
-hands the socket to picows), one on ``picows.ws_create_server`` directly. The native
+Two servers with the same minimal Pusher behaviour (greet, answer ``pusher:ping`` and
+``pusher:subscribe``): ours, a ``Router`` behind our ``FrontDoor`` (which reads the
+upgrade and answers it itself, then hands the socket to our WebSocket layer,
+``twins/_ws``), and a picows listener on ``picows.ws_create_server`` directly (picows
+reads the upgrade and the frames): the floor of a picows server. The native
 load client measures connections per second (200 handshakes in flight) and ping
 round trips with 50 connections. Server on core 0, client on core 1, the two servers
 alternating, median of ``--runs``. Writes ``bench/results/frontdoor_cost.json``.
@@ -31,22 +33,18 @@ LOADCLIENT = HERE / "loadclient" / "loadclient"
 def serve(kind: str, port: int) -> None:
     """Run one of the two servers (in a child process)."""
     import uvloop
-    from picows import ws_create_server
+    from picows import WSListener, WSMsgType, ws_create_server
 
     from soketi_impl import Router
-    from soketi_impl.hosts.picows import (
-        FrontDoor,
-        FrontDoorOptions,
-        PusherListener,
-        health_handler,
-    )
+    from soketi_impl.hosts.picows import FrontDoor, FrontDoorOptions, health_handler
     from soketi_impl.pusher.server import new_socket_id
 
     router = Router()
     established = b'{"event":"pusher:connection_established","data":"{\\"socket_id\\":\\"1.1\\",\\"activity_timeout\\":30}"}'
     pong = b'{"event":"pusher:pong","data":"{}"}'
-    frame = lambda p: bytes([0x81, len(p)]) + p  # noqa: E731 - both payloads are < 126 bytes
-    established_f, pong_f = frame(established), frame(pong)
+    succeeded = b'{"event":"pusher_internal:subscription_succeeded","channel":"c","data":"{}"}'
+    frame = lambda p: bytes([0x81, len(p)]) + p  # noqa: E731 - every payload here is < 126 bytes
+    established_f, pong_f, succeeded_f = frame(established), frame(pong), frame(succeeded)
 
     @router.on_new_connection
     def greet(conn: Any) -> None:
@@ -57,7 +55,20 @@ def serve(kind: str, port: int) -> None:
         if b"pusher:ping" in message:
             conn.raw_write(pong_f)
         elif b"pusher:subscribe" in message:
-            conn.raw_write(frame(b'{"event":"pusher_internal:subscription_succeeded","channel":"c","data":"{}"}'))
+            conn.raw_write(succeeded_f)
+
+    class Direct(WSListener):  # type: ignore[misc]
+        """The same answers on picows's own listener."""
+
+        def on_ws_connected(self, transport: Any) -> None:
+            transport.send(WSMsgType.TEXT, established)
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            message = frame.get_payload_as_bytes()
+            if b"pusher:ping" in message:
+                transport.send(WSMsgType.TEXT, pong)
+            elif b"pusher:subscribe" in message:
+                transport.send(WSMsgType.TEXT, succeeded)
 
     async def main() -> None:
         if kind == "frontdoor":
@@ -68,11 +79,8 @@ def serve(kind: str, port: int) -> None:
                 "127.0.0.1", port, backlog=4096,
             )
         else:
-            def factory(request: Any) -> PusherListener:
-                return PusherListener(router, request.path.decode(), new_socket_id())
-
             server = await ws_create_server(
-                factory, "127.0.0.1", port, use_aiofastnet=False, read_buffer_init_size=2048,
+                lambda request: Direct(), "127.0.0.1", port, use_aiofastnet=False, read_buffer_init_size=2048,
                 logger_name="bench", backlog=4096,
             )
         print("ready", flush=True)
