@@ -533,7 +533,8 @@ class FrontDoorBase:
         """Answer queued requests one at a time, in order (pipelining-safe).
 
         The answers to every request that one read brought in leave in one write
-        (``_READING``), unless they are more than ``_OUT_BATCH`` or 64 KiB.
+        (``_READING``): at most ``_OUT_BATCH`` answers are held, and answers of one
+        call over 64 KiB go at once.
         """
         queue = self.queue
         stop = _CLOSING | _CLOSE_AFTER | _BUSY | _WPAUSED
