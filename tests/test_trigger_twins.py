@@ -260,7 +260,7 @@ _event = st.fixed_dictionaries(
 _mutation = st.sampled_from(
     ["none", "none", "node_order", "shuffled", "bad_signature", "short_signature", "bad_md5", "no_md5",
      "wrong_key", "stale", "version2", "escaped", "upper", "non_ascii", "bad_json", "non_utf8", "empty_body",
-     "unknown_app", "no_signature", "twice", "other_secret", "upper_signature", "spaced_signature"]
+     "unknown_app", "no_signature", "twice", "other_secret", "upper_signature", "spaced_signature", "long_query"]
 )
 
 
@@ -293,6 +293,8 @@ def _request(event: dict[str, Any], mutation: str) -> tuple[str, str, bytes]:
         params["auth_version"] = "2.0"
     elif mutation == "no_signature":
         params.pop("auth_signature")
+    elif mutation == "long_query":  # (a signed text over the compiled twin's 2,048-byte buffer)
+        params = sign_api_request(KEY, secret, "POST", path, params={"zz": "z" * 2100}, body=body, timestamp=NOW)
     keys = sorted(params)
     if mutation == "node_order":
         keys = [k for k in keys if k != "auth_signature"] + ["auth_signature"]

@@ -39,9 +39,14 @@ cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object o)
     object PyBytes_FromStringAndSize(const char* v, Py_ssize_t n)
     object PyUnicode_FromStringAndSize(const char* v, Py_ssize_t n)
+    bint PyUnicode_IS_ASCII(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
 
 cdef Py_ssize_t _MAX_STAMP_DIGITS = 12  # as signing.check_api_head
 cdef Py_ssize_t _MAX_KEYS = 4096  # HMAC key states kept by one TriggerPath
+cdef enum:
+    _SIGNED_MAX = 2048  # the signed text built in place up to this size (else as a bytes object)
 cdef double _MAX_SKEW = API_MAX_SKEW_S
 cdef str _EVENTS_WHAT = "events (one per channel)"  # as events._take_events
 cdef object _loads = orjson.loads
@@ -106,6 +111,11 @@ cdef list _channels(dict item, str where, bint batch):
 
 def parse_event(item, cfg, *, batch_index=None):
     """Validate one event (the body of ``/events`` or one item of a batch) against the app's limits."""
+    return _parse_event(item, cfg, batch_index)
+
+
+cdef EventRequest _parse_event(item, cfg, batch_index):
+    cdef EventRequest event
     cdef str where
     cdef list channels
     cdef dict fields
@@ -151,7 +161,13 @@ def parse_event(item, cfg, *, batch_index=None):
         raise ApiError(400, f"{where}socket_id must be a string like '123.456'.")
     info = fields.get("info")
     info = _NO_INFO if info is None else parse_info(info, _TRIGGER_INFO, where)
-    return EventRequest(channels, name, data, socket_id, info)
+    event = EventRequest.__new__(EventRequest)  # (its fields set here: __init__ is a Python call)
+    event.channels = channels
+    event.name = name
+    event.data = data
+    event.socket_id = socket_id
+    event.info = info
+    return event
 
 
 # ---------------------------------------------------------------- MD5 and HMAC-SHA256
@@ -437,7 +453,9 @@ cdef class TriggerPath:
         return self._app_at(request.path)
 
     cdef object _app_at(self, str path):
-        routed = self._route(path)
+        return self._app_for_route(self._route(path))
+
+    cdef object _app_for_route(self, routed):
         if routed is None or (<tuple>routed)[0] is not self.handler:
             return None
         if self.pusher.app_manager is not None:
@@ -514,7 +532,10 @@ cdef class TriggerPath:
             return None
         if type(body) is not bytes:
             body = bytes(body)  # (a body read in several chunks is a bytearray)
-        done = self._trigger(app, params, request.path, <bytes>body)
+        routed = self._route(request.path)
+        if routed is None:
+            return None
+        done = self._trigger(app, params, routed, <bytes>body)
         if done is None:
             return None
         api = self.api
@@ -539,7 +560,8 @@ cdef class TriggerPath:
         :meth:`handle` gives it); False: nothing was done, take the general way."""
         if not body or not self.api.cors._any:
             return False
-        app = self._app_at(path)
+        routed = self._route(path)
+        app = self._app_for_route(routed)
         if app is None:
             return False
         cfg = app.config
@@ -548,11 +570,12 @@ cdef class TriggerPath:
         params = self._params(query, cfg)
         if params is None:
             return False
-        return self._trigger(app, params, path, body) is True
+        return self._trigger(app, params, routed, body) is True
 
-    cdef object _trigger(self, app, tuple params, str path, bytes body):
-        """The signature checks and the trigger: True when it was done; an ApiError
-        when the general path refuses it (nothing done); None: not the common case."""
+    cdef object _trigger(self, app, tuple params, tuple routed, bytes body):
+        """The signature checks and the trigger (``routed``: the route of the request's
+        path): True when it was done; an ApiError when the general path refuses it
+        (nothing done); None: not the common case."""
         cdef dict item
         cdef str query, signature, md5
         cdef char hexd[32]
@@ -561,6 +584,9 @@ cdef class TriggerPath:
         cdef const char* md5_text
         cdef const char* sig_text
         cdef uint8_t given[32]
+        cdef char signed[_SIGNED_MAX]
+        cdef Py_ssize_t path_len, query_len
+        cdef EventRequest event
         cfg = app.config
         query, signature, md5 = params
         # body_md5, then the signature (signing.check_api_signature), hashed here
@@ -580,12 +606,20 @@ cdef class TriggerPath:
                 self._keys.clear()  # rebuilt on use: a few hundred instructions per app
             states = self._keys[secret] = _hmac_states(secret.encode())
         api = self.api
-        routed = self._route(path)
-        if routed is None:
-            return None
-        for signed_path in (<tuple>routed)[2]:
-            msg = f"POST\n{signed_path}\n{query}".encode("utf-8", "surrogatepass")
-            self._sign(states, <const uint8_t*>PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), digest)
+        for signed_path in routed[2]:
+            # b"POST\n" + path + b"\n" + query, built in place when both are ASCII (their
+            # UTF-8 is their own bytes), as a bytes object otherwise
+            path_len = PyUnicode_GET_LENGTH(signed_path)
+            query_len = PyUnicode_GET_LENGTH(query)
+            if PyUnicode_IS_ASCII(signed_path) and PyUnicode_IS_ASCII(query) and 6 + path_len + query_len <= _SIGNED_MAX:
+                memcpy(signed, b"POST\n", 5)
+                memcpy(signed + 5, PyUnicode_DATA(signed_path), path_len)
+                signed[5 + path_len] = 10
+                memcpy(signed + 6 + path_len, PyUnicode_DATA(query), query_len)
+                self._sign(states, <const uint8_t*>signed, 6 + path_len + query_len, digest)
+            else:
+                msg = f"POST\n{signed_path}\n{query}".encode("utf-8", "surrogatepass")
+                self._sign(states, <const uint8_t*>PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), digest)
             if _same(<const char*>digest, <const char*>given, 32):
                 break
         else:
@@ -602,10 +636,11 @@ cdef class TriggerPath:
         item = loaded
         if item.get("info") is not None:
             return None
-        api._checked = None  # (a head check_head kept is not this request's)
+        if api._checked is not None:
+            api._checked = None  # (a head check_head kept is not this request's)
         # From here on, what the general path's handler does, refusals included.
         try:
-            event = <EventRequest>parse_event(item, cfg)
+            event = _parse_event(item, cfg, None)
             limit = cfg.max_backend_events_per_second
             if limit >= 0:
                 api.rates.take(cfg.id, _EVENTS_WHAT, len(event.channels), limit)

@@ -317,7 +317,10 @@ class TriggerPath:
             params = self._params(request.query, cfg)
         if params is None:
             return None
-        done = self._trigger(app, params, request.path, bytes(body))
+        routed = self.api._routed.get(("POST", request.path))
+        if routed is None:
+            return None
+        done = self._trigger(app, params, routed, bytes(body))
         if done is None:
             return None
         api = self.api
@@ -348,11 +351,14 @@ class TriggerPath:
         params = self._params(query, cfg)
         if params is None:
             return False
-        return self._trigger(app, params, path, body) is True
+        return self._trigger(app, params, self.api._routed[("POST", path)], body) is True
 
-    def _trigger(self, app: Any, params: tuple[str, str, str], path: str, body: bytes) -> Literal[True] | ApiError | None:
-        """The signature checks and the trigger: True when it was done; an ApiError
-        when the general path refuses it (nothing done); None: not the common case."""
+    def _trigger(
+        self, app: Any, params: tuple[str, str, str], routed: tuple[Any, ...], body: bytes
+    ) -> Literal[True] | ApiError | None:
+        """The signature checks and the trigger (``routed``: the route of the request's
+        path): True when it was done; an ApiError when the general path refuses it
+        (nothing done); None: not the common case."""
         cfg = app.config
         query, signature, md5 = params
         # body_md5, then the signature (signing.check_api_signature)
@@ -366,9 +372,6 @@ class TriggerPath:
         mac = api._macs.get(cfg.secret)
         if mac is None:
             mac = api._macs[cfg.secret] = HmacSha256(cfg.secret.encode())
-        routed = api._routed.get(("POST", path))
-        if routed is None:
-            return None
         for signed_path in routed[2]:
             if _compare(mac.digest(f"POST\n{signed_path}\n{query}".encode("utf-8", "surrogatepass")), given):
                 break
