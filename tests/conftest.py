@@ -58,6 +58,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 import contextlib
 import fcntl
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -74,8 +75,35 @@ JS_DIR = Path(__file__).parent / "js"
 APP_ID, APP_KEY, APP_SECRET = "123456", "test-key", "test-secret"
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_given_ports: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nothing listens on, for a server a test starts, taken below the kernel's
+    ephemeral range: every outgoing connection (of any test process) gets a local port
+    from that range, so a port picked there could be taken between this check and the
+    server's bind (seen in CI: "address already in use")."""
+    low, high = max(1024, _EPHEMERAL_LOW - 12000), _EPHEMERAL_LOW - 1
+    for _ in range(200 if high - low >= 1000 else 0):
+        port = random.randint(low, high)
+        if port in _given_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    with socket.socket() as s:  # (no room below the ephemeral range: any free port)
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -152,10 +180,19 @@ def run_server(
 
     Waits for the host's ready line in its log, not for time to pass.
     """
-    port = free_port()
-    argv, marker = host_command(host, port, config_file)
-    with run_process(argv, marker, port, env, mode=mode, kind=host, timeout=timeout) as server:
-        yield server
+    for attempt in range(3):
+        port = free_port()
+        argv, marker = host_command(host, port, config_file)
+        stack = contextlib.ExitStack()
+        try:
+            server = stack.enter_context(run_process(argv, marker, port, env, mode=mode, kind=host, timeout=timeout))
+        except RuntimeError as exc:
+            if attempt < 2 and "address already in use" in str(exc):
+                continue  # another process took the port between free_port and the bind
+            raise
+        with stack:
+            yield server
+        return
 
 
 @contextlib.contextmanager
