@@ -450,10 +450,7 @@ cdef class TriggerPath:
     cdef object _app(self, request):
         if request.method != "POST":
             return None
-        return self._app_at(request.path)
-
-    cdef object _app_at(self, str path):
-        return self._app_for_route(self._route(path))
+        return self._app_for_route(self._route(request.path))
 
     cdef object _app_for_route(self, routed):
         if routed is None or (<tuple>routed)[0] is not self.handler:

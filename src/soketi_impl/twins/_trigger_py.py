@@ -245,14 +245,18 @@ class TriggerPath:
         """The request's app, when it is a trigger to an app in memory; else None."""
         if request.method != "POST":
             return None
-        return self._app_at(request.path)
+        return self._app_for_route(self._route(request.path))
 
-    def _app_at(self, path: str) -> Any:
-        """The app of a ``POST`` to ``path``, when it is a trigger to an app in memory; else None."""
+    def _route(self, path: str) -> tuple[Any, ...] | None:
+        """``api._routed[("POST", path)]`` while the route table is the one it was made for."""
         api = self.api
         if api._routed_by is not api.routes:
             return None
-        routed = api._routed.get(("POST", path))
+        routed: tuple[Any, ...] | None = api._routed.get(("POST", path))
+        return routed
+
+    def _app_for_route(self, routed: tuple[Any, ...] | None) -> Any:
+        """The app of a ``POST`` routed to ``routed``, when it is a trigger to an app in memory; else None."""
         if routed is None or routed[0] is not self.handler:
             return None
         if self.pusher.app_manager is not None:
@@ -317,7 +321,7 @@ class TriggerPath:
             params = self._params(request.query, cfg)
         if params is None:
             return None
-        routed = self.api._routed.get(("POST", request.path))
+        routed = self._route(request.path)
         if routed is None:
             return None
         done = self._trigger(app, params, routed, bytes(body))
@@ -342,8 +346,9 @@ class TriggerPath:
         :meth:`handle` gives it); False: nothing was done, take the general way."""
         if not body or not self.api.cors._any:
             return False
-        app = self._app_at(path)
-        if app is None:
+        routed = self._route(path)
+        app = self._app_for_route(routed)
+        if app is None or routed is None:  # (no app without a route)
             return False
         cfg = app.config
         if not cfg.enabled:
@@ -351,7 +356,7 @@ class TriggerPath:
         params = self._params(query, cfg)
         if params is None:
             return False
-        return self._trigger(app, params, self.api._routed[("POST", path)], body) is True
+        return self._trigger(app, params, routed, body) is True
 
     def _trigger(
         self, app: Any, params: tuple[str, str, str], routed: tuple[Any, ...], body: bytes
